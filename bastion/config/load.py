@@ -1,0 +1,51 @@
+"""Reading and validating the TOML file; every error names file, key, value and expectation."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from bastion.config.model import BastionConfig
+from bastion.errors import ConfigError
+
+__all__ = ["load_config", "parse_config"]
+
+
+def load_config(path: Path) -> BastionConfig:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(str(path), "(file)", str(path), f"a readable file ({exc.strerror})") from exc
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), "(file)", "<binary>", "UTF-8 text") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), "(syntax)", str(exc), "valid TOML") from exc
+    return parse_config(data, source=str(path), base_dir=path.parent)
+
+
+def parse_config(data: dict[str, Any], *, source: str, base_dir: Path | None = None) -> BastionConfig:
+    try:
+        config = BastionConfig.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = _dotted(err["loc"])
+        expected = err["msg"].removeprefix("Value error, ")
+        raise ConfigError(source, key, err.get("input"), expected) from None
+    if base_dir is not None and not config.data_dir.is_absolute():
+        config = config.model_copy(update={"data_dir": (base_dir / config.data_dir).resolve()})
+    return config
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + part
+    return out or "(top level)"

@@ -1,0 +1,1 @@
+"""OAuth protocol rules, one module per specification. Pure: no I/O here."""
