@@ -18,7 +18,9 @@ def load_config(path: Path) -> BastionConfig:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise ConfigError(str(path), "(file)", str(path), f"a readable file ({exc.strerror})") from exc
+        raise ConfigError(
+            str(path), "(file)", str(path), f"a readable file ({exc.strerror})"
+        ) from exc
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
@@ -28,7 +30,9 @@ def load_config(path: Path) -> BastionConfig:
     return parse_config(data, source=str(path), base_dir=path.parent)
 
 
-def parse_config(data: dict[str, Any], *, source: str, base_dir: Path | None = None) -> BastionConfig:
+def parse_config(
+    data: dict[str, Any], *, source: str, base_dir: Path | None = None
+) -> BastionConfig:
     try:
         config = BastionConfig.model_validate(data)
     except ValidationError as exc:

@@ -175,7 +175,7 @@ class ClientConfig(_Strict):
     secret: SecretRef | None = None
     token_endpoint_auth_method: Literal[
         "none", "client_secret_basic", "client_secret_post", "private_key_jwt"
-    ] = "none"
+    ] = "none"  # noqa: S105 - a method name, not a secret
     jwks_uri: str | None = None
     grant_types: tuple[str, ...] = ("authorization_code", "refresh_token")
     scope: str | None = None

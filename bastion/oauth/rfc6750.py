@@ -6,7 +6,7 @@ The challenge is built in exactly this one place.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from bastion.errors import BearerError, MalformedBearerRequest, MissingToken
 
@@ -67,13 +67,13 @@ def build_challenge(
     return "Bearer " + ", ".join(f"{k}={_quote(v)}" for k, v in params)
 
 
-_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_TCHARS = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _PARAM = re.compile(
-    rf'\s*({_TOKEN})\s*=\s*(?:"((?:[^"\\]|\\.)*)"|({_TOKEN}=*))\s*', re.DOTALL
+    rf'\s*({_TCHARS})\s*=\s*(?:"((?:[^"\\]|\\.)*)"|({_TCHARS}=*))\s*', re.DOTALL
 )
 
 
-def parse_challenges(header: str) -> list[tuple[str, Mapping[str, str]]]:
+def parse_challenges(header: str) -> list[tuple[str, dict[str, str]]]:
     """Parse a ``WWW-Authenticate`` value into ``[(scheme, {param: value})]``.
 
     Handles parameters in any order, quoted strings with commas and escapes, line folding,
@@ -84,7 +84,7 @@ def parse_challenges(header: str) -> list[tuple[str, Mapping[str, str]]]:
     pos = 0
     n = len(text)
     while pos < n:
-        m = re.compile(rf"[\s,]*({_TOKEN})").match(text, pos)
+        m = re.compile(rf"[\s,]*({_TCHARS})").match(text, pos)
         if not m:
             break
         scheme, pos = m.group(1), m.end()

@@ -1,0 +1,1 @@
+"""The gateway: the protected resource in front of upstream MCP servers."""

@@ -1,0 +1,205 @@
+"""The end of the gateway's request path: forward to the upstream, stream the answer back.
+
+Invariant 1: the inbound ``Authorization`` (and every header not on the allow-list) never goes
+upstream; the upstream's own credentials come from the mount's configuration. Upstream session
+ids never reach the client (TS-05..TS-09).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from bastion.errors import JsonRpcError
+from bastion.gateway.asgi import (
+    BODY,
+    ENVELOPE,
+    ERA,
+    MOUNT,
+    PRINCIPAL,
+    Receive,
+    Scope,
+    Send,
+    headers_dict,
+)
+from bastion.gateway.list_filter import (
+    LIST_METHODS,
+    SseEventSplitter,
+    rewrite_response_message,
+    rewrite_sse_event,
+)
+from bastion.gateway.mount import Mount
+from bastion.gateway.responses import send_jsonrpc_error
+from bastion.gateway.sessions import ANONYMOUS, Session, SessionRegistry
+from bastion.gateway.upstream import Upstream, UpstreamError, UpstreamResponse, UpstreamTimeout
+from bastion.mcp.eras import Era
+from bastion.mcp.jsonrpc import Envelope
+from bastion.principal import Principal
+
+__all__ = ["Proxy"]
+
+log = logging.getLogger("bastion.gateway")
+
+# Request headers that may go upstream (everything else, Authorization and Cookie included,
+# stays here). Mcp-Session-Id is rewritten, not copied.
+_FORWARD = ("content-type", "accept", "mcp-protocol-version", "mcp-method", "mcp-name",
+            "last-event-id")
+# Response headers that may come back.
+_RETURN = frozenset({"content-type", "cache-control", "mcp-protocol-version", "retry-after",
+                     "allow", "x-accel-buffering"})
+MAX_LIST_BYTES = 32 * 1024 * 1024
+
+
+def _forward_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    out = {k: headers[k] for k in _FORWARD if k in headers}
+    for k, v in headers.items():
+        if k.startswith("mcp-param-"):
+            out[k] = v
+    out["accept-encoding"] = "identity"
+    return out
+
+
+class Proxy:
+    def __init__(self, upstreams: Mapping[str, Upstream], sessions: SessionRegistry) -> None:
+        self.upstreams = upstreams
+        self.sessions = sessions
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        mount: Mount = scope[MOUNT]
+        principal: Principal | None = scope.get(PRINCIPAL)
+        binding = principal.binding if principal is not None else ANONYMOUS
+        envelope: Envelope | None = scope.get(ENVELOPE)
+        era: Era = scope[ERA]
+        headers = headers_dict(scope)
+        fwd = _forward_headers(headers)
+        request_id = envelope.id if envelope is not None else None
+
+        session: Session | None = None
+        client_sid = headers.get("mcp-session-id")
+        if era is Era.LEGACY and client_sid is not None:
+            session = self.sessions.lookup(client_sid, mount.name, binding)
+            if session is None:
+                await send_jsonrpc_error(send, JsonRpcError(
+                    JsonRpcError.INVALID_REQUEST, "Session not found", http_status=404,
+                    request_id=request_id))
+                return
+            if session.upstream_id is not None:
+                fwd["mcp-session-id"] = session.upstream_id
+
+        upstream = self.upstreams[mount.name]
+        try:
+            resp = await upstream.request(scope["method"], fwd, scope.get(BODY))
+        except UpstreamTimeout:
+            await send_jsonrpc_error(send, JsonRpcError(
+                JsonRpcError.UPSTREAM_UNAVAILABLE, "Upstream MCP server timed out",
+                http_status=504, request_id=request_id))
+            return
+        except UpstreamError:
+            await send_jsonrpc_error(send, JsonRpcError(
+                JsonRpcError.UPSTREAM_UNAVAILABLE, "Upstream MCP server unavailable",
+                http_status=502, request_id=request_id))
+            return
+        try:
+            await self._respond(scope, send, mount, binding, envelope, session, resp)
+        finally:
+            await resp.aclose()
+
+    async def _respond(
+        self,
+        scope: Scope,
+        send: Send,
+        mount: Mount,
+        binding: tuple[str, str, str],
+        envelope: Envelope | None,
+        session: Session | None,
+        resp: UpstreamResponse,
+    ) -> None:
+        request_id = envelope.id if envelope is not None else None
+        status = resp.status
+        if status in (401, 403):
+            # The upstream refused the gateway's own credentials. Its challenge belongs to
+            # its own authorization server and must not steer the client there.
+            log.warning("upstream of mount %s answered %d to the gateway", mount.name, status)
+            await send_jsonrpc_error(send, JsonRpcError(
+                JsonRpcError.UPSTREAM_UNAVAILABLE, "Upstream MCP server refused the gateway",
+                http_status=502, request_id=request_id))
+            return
+        out: list[tuple[bytes, bytes]] = [
+            (k.encode("latin-1"), v.encode("latin-1")) for k, v in resp.headers if k in _RETURN
+        ]
+        upstream_sid = resp.header("mcp-session-id")
+        ended = (scope["method"] == "DELETE" and status < 500) or status == 404
+        if session is not None and ended:
+            self.sessions.remove(session.id)
+        elif (envelope is not None and envelope.method == "initialize" and status == 200
+              and upstream_sid is not None):
+            session = self.sessions.mint(mount.name, binding, upstream_sid)
+            out.append((b"mcp-session-id", session.id.encode()))
+        elif session is not None and upstream_sid is not None:
+            out.append((b"mcp-session-id", session.id.encode()))
+
+        list_method = envelope.method if envelope is not None else None
+        if (list_method in LIST_METHODS and status == 200 and not mount.public
+                and mount.scopes.all_scopes()):
+            await self._send_filtered(scope, send, mount, resp, out, request_id, list_method)
+            return
+        await send({"type": "http.response.start", "status": status, "headers": out})
+        try:
+            async for chunk in resp.stream:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except UpstreamError as exc:
+            log.warning("upstream stream of mount %s broke: %s", mount.name, exc)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _send_filtered(
+        self,
+        scope: Scope,
+        send: Send,
+        mount: Mount,
+        resp: UpstreamResponse,
+        out: list[tuple[bytes, bytes]],
+        request_id: object,
+        list_method: str,
+    ) -> None:
+        principal: Principal = scope[PRINCIPAL]
+        rules = mount.scopes
+
+        def visible(call_method: str, name: str) -> bool:
+            return not rules.hierarchy.missing(principal.scopes,
+                                               rules.required(call_method, name))
+
+        ctype = (resp.header("content-type") or "").split(";")[0].strip().lower()
+        if ctype == "text/event-stream":
+            await send({"type": "http.response.start", "status": 200, "headers": out})
+            splitter = SseEventSplitter()
+            try:
+                async for chunk in resp.stream:
+                    for event in splitter.feed(chunk):
+                        body = rewrite_sse_event(event, request_id, list_method, visible)
+                        await send({"type": "http.response.body", "body": body,
+                                    "more_body": True})
+            except (UpstreamError, ValueError) as exc:
+                log.warning("upstream stream of mount %s broke: %s", mount.name, exc)
+            await send({"type": "http.response.body", "body": splitter.rest(),
+                        "more_body": False})
+            return
+        body = b""
+        try:
+            async for chunk in resp.stream:
+                body += chunk
+                if len(body) > MAX_LIST_BYTES:
+                    raise UpstreamError("list result too large")
+        except UpstreamError:
+            await send_jsonrpc_error(send, JsonRpcError(
+                JsonRpcError.UPSTREAM_UNAVAILABLE, "Upstream MCP server broke off",
+                http_status=502, request_id=request_id))
+            return
+        new = rewrite_response_message(body, request_id, list_method, visible)
+        if new is None:
+            new = body
+        headers = [(k, v) for k, v in out if k != b"content-length"]
+        headers.append((b"content-length", str(len(new)).encode()))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": new})
+
+
