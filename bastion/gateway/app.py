@@ -33,7 +33,6 @@ class GatewaySettings:
     check_host: bool
     allowed_hosts: tuple[str, ...]
     max_body_bytes: int
-    authorization_servers: tuple[str, ...]
 
 
 def build_mount_stack(
@@ -86,7 +85,7 @@ class Gateway:
             if m.public:
                 continue
             doc = metadata_document(resource=m.resource,
-                                    authorization_servers=settings.authorization_servers,
+                                    authorization_servers=m.issuers,
                                     scopes_supported=m.scopes.all_scopes(),
                                     resource_name=None)
             self.prm[WELL_KNOWN + m.path] = json.dumps(doc).encode()

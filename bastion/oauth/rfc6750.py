@@ -29,9 +29,8 @@ def extract_bearer(authorization: str | None, query_has_token: bool) -> str:
         raise MissingToken()
     scheme, _, credentials = authorization.strip().partition(" ")
     if scheme.lower() != "bearer":
-        if not authorization.strip():
-            raise MissingToken()
-        raise MalformedBearerRequest("the Authorization header must use the Bearer scheme")
+        # Credentials of another scheme are no bearer credentials: challenge without error.
+        raise MissingToken("this resource accepts Bearer tokens only")
     token = credentials.strip()
     if not token:
         raise MalformedBearerRequest("the Bearer credentials are empty")

@@ -1,0 +1,1 @@
+"""The small MCP server that ``bastion demo`` puts behind the gateway."""

@@ -1,0 +1,171 @@
+"""Builds a running Bastion from a validated configuration: the one place parts are wired."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bastion.clock import Clock, SystemClock
+from bastion.config.model import BastionConfig, MountConfig, SecretRef, TrustedIssuerConfig
+from bastion.errors import BastionError, ConfigError
+from bastion.gateway.app import Gateway, GatewaySettings
+from bastion.gateway.asgi import ASGIApp
+from bastion.gateway.mount import Mount, ScopeRules
+from bastion.gateway.remote_keys import RemoteKeySource
+from bastion.gateway.upstream import Upstream
+from bastion.gateway.upstream_http import HttpUpstream
+from bastion.gateway.upstream_stdio import StdioUpstream
+from bastion.gateway.verifier import IssuerVerifier, StaticKeySource, TokenVerifier
+from bastion.net import FetchPolicy, SafeFetcher
+from bastion.oauth.rfc9728 import metadata_url
+from bastion.oauth.scopes import ScopeHierarchy
+
+__all__ = ["Runtime", "build_runtime", "read_secret"]
+
+log = logging.getLogger("bastion")
+
+
+def read_secret(ref: SecretRef, *, source: str, key: str) -> str:
+    """A secret's value from the environment or a file, at start-up; never logged."""
+    if ref.env is not None:
+        value = os.environ.get(ref.env)
+        if value is None:
+            raise ConfigError(source, key, f"env:{ref.env}", "an environment variable that is set")
+        return value
+    assert ref.file is not None
+    try:
+        return ref.file.read_text("utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(source, key, str(ref.file), f"a readable file ({exc.strerror})") from exc
+
+
+class IntrospectionEndpoint:
+    """RFC 7662 introspection at an external AS, authenticated with client_secret_basic."""
+
+    def __init__(self, fetcher: SafeFetcher, url: str, client_id: str, secret: str) -> None:
+        self.fetcher, self.url = fetcher, url
+        raw = f"{client_id}:{secret}".encode()
+        self._auth = "Basic " + base64.b64encode(raw).decode()
+
+    async def introspect(self, token: str) -> Mapping[str, Any]:
+        result = await self.fetcher.post_form(
+            self.url, {"token": token, "token_type_hint": "access_token"},
+            headers={"authorization": self._auth, "accept": "application/json"})
+        if result.status != 200:
+            raise BastionError(f"introspection answered HTTP {result.status}")
+        return result.json_object()
+
+
+@dataclass
+class Runtime:
+    config: BastionConfig
+    app: ASGIApp
+    gateway: Gateway
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def _scope_rules(m: MountConfig, hierarchy: ScopeHierarchy) -> ScopeRules:
+    return ScopeRules(base=tuple(m.scopes), tools=dict(m.tool_scopes),
+                      resources=dict(m.resource_scopes), prompts=dict(m.prompt_scopes),
+                      hierarchy=hierarchy)
+
+
+def _upstream(config: BastionConfig, m: MountConfig, source: str) -> Upstream:
+    up = m.upstream
+    key = f"mounts.{m.name}.upstream"
+    credentials = {name.lower(): read_secret(ref, source=source, key=f"{key}.headers.{name}")
+                   for name, ref in up.headers.items()}
+    if up.bearer is not None:
+        credentials["authorization"] = "Bearer " + read_secret(up.bearer, source=source,
+                                                               key=f"{key}.bearer")
+    if up.url is not None:
+        return HttpUpstream(up.url, credentials=credentials,
+                            connect_timeout=config.server.upstream_connect_timeout_seconds,
+                            read_timeout=config.server.request_timeout_seconds)
+    assert up.command is not None
+    env = dict(up.env_values)
+    env.update({name: read_secret(ref, source=source, key=f"{key}.env.{name}")
+                for name, ref in up.env.items()})
+    return StdioUpstream(m.name, up.command, env=env, cwd=up.cwd,
+                         backoff=up.restart_backoff_seconds,
+                         backoff_max=up.restart_backoff_max_seconds,
+                         timeout=config.server.request_timeout_seconds)
+
+
+def _external_verifier(t: TrustedIssuerConfig, source: str) -> IssuerVerifier:
+    fetcher = SafeFetcher(FetchPolicy(allow_http_loopback=t.allow_http_loopback))
+    introspection = None
+    if t.introspection_endpoint is not None:
+        if t.introspection_client_id is None or t.introspection_client_secret is None:
+            raise ConfigError(source, "trusted_issuers.introspection_client_id",
+                              t.introspection_client_id,
+                              "a client id and secret to authenticate to introspection")
+        secret = read_secret(t.introspection_client_secret, source=source,
+                             key="trusted_issuers.introspection_client_secret")
+        introspection = IntrospectionEndpoint(fetcher, t.introspection_endpoint,
+                                              t.introspection_client_id, secret)
+    return IssuerVerifier(
+        issuer=t.issuer, algorithms=t.algorithms,
+        keys=RemoteKeySource(fetcher, t.issuer, t.jwks_uri),
+        introspection=introspection, require_at_jwt_typ=t.require_at_jwt_typ)
+
+
+async def build_runtime(
+    config: BastionConfig, *, source: str = "bastion.toml", clock: Clock | None = None
+) -> Runtime:
+    clock = clock or SystemClock()
+    base = config.server.base_url
+    hierarchy = ScopeHierarchy(config.scope_implies)
+    issuers: dict[str, IssuerVerifier] = {}
+    other: ASGIApp | None = None
+    startup: list[Any] = []
+    shutdown: list[Any] = []
+    extras: dict[str, Any] = {}
+
+    if config.authorization_server.enabled:
+        from bastion.keys import SigningKeys
+        from bastion.server.app import build_authorization_server
+        from bastion.storage import open_store
+
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        keys = SigningKeys.load_or_create(config.data_dir,
+                                          algorithm=config.authorization_server.signing_algorithm)
+
+        def load_keys() -> Any:
+            keys.reload()
+            return keys.public_key_set()
+
+        store = await open_store(config.storage_url, config.data_dir)
+        other = build_authorization_server(config, store=store, keys=keys, clock=clock)
+        issuers[config.issuer] = IssuerVerifier(
+            issuer=config.issuer, algorithms=keys.algorithms,
+            keys=StaticKeySource(load_keys), require_at_jwt_typ=True)
+        shutdown.append(store.close)
+        extras.update(store=store, keys=keys)
+    for t in config.trusted_issuers:
+        issuers[t.issuer] = _external_verifier(t, source)
+
+    verifier = TokenVerifier(issuers, clock)
+    mounts: list[Mount] = []
+    upstreams: dict[str, Upstream] = {}
+    for m in config.mounts:
+        resource = config.resource_for(m)
+        mount_issuers = tuple(config.issuer if i == "builtin" else i for i in m.issuers)
+        mounts.append(Mount(name=m.name, path=m.path, resource=resource,
+                            resource_metadata_url=metadata_url(resource), public=m.public,
+                            issuers=mount_issuers, scopes=_scope_rules(m, hierarchy)))
+        upstreams[m.name] = _upstream(config, m, source)
+
+    settings = GatewaySettings(
+        allowed_origins=(base, *config.server.allowed_origins),
+        check_host=config.server.is_loopback,
+        allowed_hosts=config.server.allowed_hosts,
+        max_body_bytes=config.server.max_body_bytes,
+    )
+    gateway = Gateway(settings=settings, mounts=mounts, verifier=verifier, upstreams=upstreams,
+                      other=other, on_startup=startup, on_shutdown=shutdown)
+    return Runtime(config=config, app=gateway, gateway=gateway, extras=extras)
