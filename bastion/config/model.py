@@ -230,7 +230,7 @@ class BastionConfig(_Strict):
                 raise ValueError(f"mounts[{i}]: name and path must be unique ({m.name}, {m.path})")
             seen_paths.add(m.path)
             seen_names.add(m.name)
-            for iss in m.issuers:
+            for iss in () if m.public else m.issuers:
                 if iss == "builtin" and not self.authorization_server.enabled:
                     raise ValueError(
                         f"mounts[{i}].issuers names builtin but authorization_server is disabled"

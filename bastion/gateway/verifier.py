@@ -123,7 +123,7 @@ def _unverified_issuer(token: str) -> str | None:
     try:
         payload = token.split(".")[1]
         data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except (ValueError, IndexError):
+    except (ValueError, IndexError, RecursionError):
         return None
     iss = data.get("iss") if isinstance(data, dict) else None
     return iss if isinstance(iss, str) else None
@@ -171,7 +171,9 @@ class TokenVerifier:
         until: float
         if token.count(".") == 2:
             iss = _unverified_issuer(token)
-            if iss is None or iss not in issuers or iss not in self.issuers:
+            if iss is None:
+                raise InvalidToken("the access token is not a well-formed JWT")
+            if iss not in issuers or iss not in self.issuers:
                 raise InvalidToken("the access token was issued by an issuer this resource "
                                    "does not trust")
             principal = await self.issuers[iss].verify(token, audience, now)
