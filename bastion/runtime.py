@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from starlette.applications import Starlette
 
 from bastion.clock import Clock, SystemClock
 from bastion.config.model import BastionConfig, MountConfig, SecretRef, TrustedIssuerConfig
@@ -23,6 +25,7 @@ from bastion.gateway.verifier import IssuerVerifier, StaticKeySource, TokenVerif
 from bastion.net import FetchPolicy, SafeFetcher
 from bastion.oauth.rfc9728 import metadata_url
 from bastion.oauth.scopes import ScopeHierarchy
+from bastion.principal import Principal
 
 __all__ = ["Runtime", "build_runtime", "read_secret"]
 
@@ -58,6 +61,46 @@ class IntrospectionEndpoint:
         if result.status != 200:
             raise BastionError(f"introspection answered HTTP {result.status}")
         return result.json_object()
+
+
+class CimdFetcher:
+    """Adapts the SSRF-safe fetcher to what the CIMD resolver asks of it."""
+
+    def __init__(self, fetcher: SafeFetcher) -> None:
+        self.fetcher = fetcher
+
+    async def get(self, url: str) -> tuple[int, Mapping[str, str], bytes]:
+        result = await self.fetcher.get(url)
+        return result.status, dict(result.headers), result.body
+
+
+class RevocationCache:
+    """Revocation of built-in access tokens, checked on every request.
+
+    A "not revoked" answer is remembered for a few seconds so the hot path does not query the
+    store on every call; a revocation therefore takes effect within ``ttl`` seconds.
+    """
+
+    def __init__(self, lookup: Callable[[str], Awaitable[bool]], clock: Clock,
+                 ttl: float = 5.0, size: int = 50_000) -> None:
+        self.lookup, self.clock, self.ttl, self.size = lookup, clock, ttl, size
+        self._fresh: dict[str, float] = {}
+
+    async def check(self, principal: Principal) -> bool:
+        jti = principal.token_id
+        if jti is None:
+            return False
+        now = self.clock.now()
+        until = self._fresh.get(jti)
+        if until is not None and now < until:
+            return False
+        if await self.lookup(jti):
+            self._fresh.pop(jti, None)
+            return True
+        if len(self._fresh) >= self.size:
+            self._fresh.clear()
+        self._fresh[jti] = now + self.ttl
+        return False
 
 
 @dataclass
@@ -125,10 +168,11 @@ async def build_runtime(
     startup: list[Any] = []
     shutdown: list[Any] = []
     extras: dict[str, Any] = {}
+    revocation_check: Callable[[Principal], Awaitable[bool]] | None = None
 
     if config.authorization_server.enabled:
         from bastion.keys import SigningKeys
-        from bastion.server.app import build_authorization_server
+        from bastion.server.app import build_authorization_server_routes
         from bastion.storage import open_store
 
         config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -140,16 +184,21 @@ async def build_runtime(
             return keys.public_key_set()
 
         store = await open_store(config.storage_url, config.data_dir)
-        other = build_authorization_server(config, store=store, keys=keys, clock=clock)
+        cimd = CimdFetcher(SafeFetcher(FetchPolicy(
+            allow_http_loopback=config.authorization_server.allow_http_loopback)))
+        routes = build_authorization_server_routes(config, store, keys, clock, cimd)
+        other = Starlette(routes=routes)
         issuers[config.issuer] = IssuerVerifier(
             issuer=config.issuer, algorithms=keys.algorithms,
             keys=StaticKeySource(load_keys), require_at_jwt_typ=True)
-        shutdown.append(store.close)
+        revoked = RevocationCache(store.is_access_token_revoked, clock)
+        revocation_check = revoked.check
+        shutdown.extend([store.close, cimd.fetcher.aclose])
         extras.update(store=store, keys=keys)
     for t in config.trusted_issuers:
         issuers[t.issuer] = _external_verifier(t, source)
 
-    verifier = TokenVerifier(issuers, clock)
+    verifier = TokenVerifier(issuers, clock, is_revoked=revocation_check)
     mounts: list[Mount] = []
     upstreams: dict[str, Upstream] = {}
     for m in config.mounts:
