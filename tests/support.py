@@ -49,7 +49,7 @@ async def serve(app: ASGIApp, port: int | None = None) -> AsyncIterator[str]:
 
 
 @dataclass
-class TestIssuer:
+class SigningIssuer:
     """An authorization server's signing key, for minting tokens directly in tests."""
 
     issuer: str = "https://as.test.example"

@@ -16,7 +16,7 @@ from bastion.gateway.upstream_stdio import StdioUpstream
 from bastion.gateway.verifier import IssuerVerifier, StaticKeySource, TokenVerifier
 from bastion.oauth.rfc9728 import metadata_url
 from bastion.oauth.scopes import ScopeHierarchy
-from tests.support import Recorder, TestIssuer, free_port, serve
+from tests.support import Recorder, SigningIssuer, free_port, serve
 
 UPSTREAM_SECRET = "upstream-credential-7f3a"
 
@@ -26,7 +26,7 @@ class Stack:
     base: str
     endpoint: str
     resource: str
-    issuer: TestIssuer
+    issuer: SigningIssuer
     recorder: Recorder
     gateway: Gateway
 
@@ -34,7 +34,7 @@ class Stack:
         return self.issuer.mint(audience=self.resource, scope=scope, **kw)  # type: ignore[arg-type]
 
 
-def _gateway(base: str, issuer: TestIssuer, upstream: Upstream, *, read_timeout: float = 5.0,
+def _gateway(base: str, issuer: SigningIssuer, upstream: Upstream, *, read_timeout: float = 5.0,
              max_body: int = 64 * 1024) -> Gateway:
     resource = base + "/mcp/demo"
     mount = Mount(
@@ -55,7 +55,7 @@ def _gateway(base: str, issuer: TestIssuer, upstream: Upstream, *, read_timeout:
 
 @pytest.fixture
 async def http_stack() -> AsyncIterator[Stack]:
-    issuer = TestIssuer()
+    issuer = SigningIssuer()
     recorder = Recorder(make_http_app())
     async with serve(recorder) as up:
         port = free_port()
@@ -70,7 +70,7 @@ async def http_stack() -> AsyncIterator[Stack]:
 
 @pytest.fixture
 async def stdio_stack() -> AsyncIterator[Stack]:
-    issuer = TestIssuer()
+    issuer = SigningIssuer()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     upstream = StdioUpstream("demo", [sys.executable, "-m", "bastion.demo.server"],

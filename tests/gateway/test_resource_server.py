@@ -177,9 +177,9 @@ async def test_rs08_hs256_signed_with_the_public_key_is_refused(http_stack: Stac
 
 
 async def test_rs08_unknown_kid_is_refused(http_stack: Stack) -> None:
-    from tests.support import TestIssuer
+    from tests.support import SigningIssuer
 
-    stranger = TestIssuer(issuer=http_stack.issuer.issuer)
+    stranger = SigningIssuer(issuer=http_stack.issuer.issuer)
     stranger.key = stranger.key.generate_key("P-256", parameters={"kid": "unknown-kid"})
     token = stranger.mint(audience=http_stack.resource, scope="demo:read")
     await assert_invalid_token(http_stack, token, "unknown key")

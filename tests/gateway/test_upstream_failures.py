@@ -1,0 +1,112 @@
+"""Upstream down, hanging or crashing: a clear JSON-RPC error, never a hang or a gateway 500."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+
+from bastion.gateway.upstream_http import HttpUpstream
+from bastion.gateway.upstream_stdio import StdioUpstream
+from tests.gateway.conftest import _gateway
+from tests.gateway.test_resource_server import MODERN_HEADERS, call
+from tests.support import SigningIssuer, free_port, serve
+
+CRASHY = str(Path(__file__).with_name("crashy_stdio.py"))
+
+
+@contextlib.asynccontextmanager
+async def gateway_with(upstream: object, issuer: SigningIssuer) -> AsyncIterator[str]:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    gw = _gateway(base, issuer, upstream)  # type: ignore[arg-type]
+    async with serve(gw, port):
+        yield base
+
+
+async def tool(base: str, issuer: SigningIssuer, name: str, timeout: float = 20) -> httpx.Response:
+    token = issuer.mint(audience=base + "/mcp/demo", scope="demo:read")
+    async with httpx.AsyncClient(timeout=timeout) as c:
+        return await c.post(base + "/mcp/demo", json=call(name, {}), headers={
+            **MODERN_HEADERS, "mcp-method": "tools/call", "mcp-name": name,
+            "authorization": f"Bearer {token}"})
+
+
+async def test_upstream_down_is_502_with_jsonrpc_error() -> None:
+    issuer = SigningIssuer()
+    dead = HttpUpstream(f"http://127.0.0.1:{free_port()}/mcp", credentials={},
+                        connect_timeout=1, read_timeout=2)
+    async with gateway_with(dead, issuer) as base:
+        r = await tool(base, issuer, "echo")
+    assert r.status_code == 502
+    body = r.json()
+    assert body["id"] == 1
+    assert body["error"]["code"] == -32001
+    assert "unavailable" in body["error"]["message"]
+
+
+async def test_upstream_hanging_is_504_within_the_read_timeout() -> None:
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+        await reader.read(65536)
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    issuer = SigningIssuer()
+    hanging = HttpUpstream(f"http://127.0.0.1:{port}/mcp", credentials={},
+                           connect_timeout=1, read_timeout=1)
+    try:
+        async with gateway_with(hanging, issuer) as base:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            r = await tool(base, issuer, "echo")
+            elapsed = loop.time() - started
+    finally:
+        for w in accepted:
+            w.close()
+        server.close()
+        await server.wait_closed()
+    assert r.status_code == 504
+    assert r.json()["error"]["code"] == -32001
+    assert elapsed < 10
+
+
+async def test_stdio_child_crashing_mid_call_answers_with_an_error_then_restarts() -> None:
+    issuer = SigningIssuer()
+    upstream = StdioUpstream("demo", [sys.executable, CRASHY], env={}, backoff=0.05,
+                             timeout=10)
+    async with gateway_with(upstream, issuer) as base:
+        first = await tool(base, issuer, "echo")
+        assert first.status_code == 200
+        pid_before = first.json()["result"]["content"][0]["text"]
+        crashed = await tool(base, issuer, "crash")
+        assert crashed.status_code == 200
+        assert crashed.json()["error"]["code"] == -32001
+        assert crashed.json()["id"] == 1
+        again = await tool(base, issuer, "echo")
+        assert again.status_code == 200
+        assert again.json()["result"]["content"][0]["text"] != pid_before
+
+
+async def test_stdio_child_that_never_answers_times_out() -> None:
+    issuer = SigningIssuer()
+    upstream = StdioUpstream("demo", [sys.executable, CRASHY], env={}, timeout=1)
+    async with gateway_with(upstream, issuer) as base:
+        r = await tool(base, issuer, "hang")
+    assert r.status_code == 504
+    assert r.json()["error"]["code"] == -32001
+
+
+async def test_stdio_command_that_does_not_exist_is_502() -> None:
+    issuer = SigningIssuer()
+    upstream = StdioUpstream("demo", ["/nonexistent/bastion-test-binary"], env={}, timeout=2)
+    async with gateway_with(upstream, issuer) as base:
+        r = await tool(base, issuer, "echo")
+    assert r.status_code == 502
+    assert r.json()["error"]["message"] == "Upstream MCP server unavailable"

@@ -1,0 +1,126 @@
+"""RFC 7591 dynamic client registration and its policy (AS-15, AS-19, AS-25)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.server.conftest import Harness, make_harness
+
+
+async def _register(h: Harness, body: dict[str, Any], **headers: str) -> Any:
+    return await h.http.post("/register", json=body, headers=headers)
+
+
+async def test_as15_register_public_native_client_and_use_it(h: Harness) -> None:
+    r = await _register(h, {"redirect_uris": ["http://127.0.0.1:7777/cb"],
+                            "client_name": "CLI", "token_endpoint_auth_method": "none",
+                            "grant_types": ["authorization_code", "refresh_token"],
+                            "application_type": "native"})
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert "client_secret" not in body and body["application_type"] == "native"
+    assert r.headers["cache-control"] == "no-store"
+    code, verifier, _ = await h.get_code(client_id=body["client_id"],
+                                         redirect_uri="http://127.0.0.1:7777/cb")
+    r = await h.exchange(code, verifier, client_id=body["client_id"],
+                         redirect_uri="http://127.0.0.1:7777/cb")
+    assert r.status_code == 200 and "refresh_token" in r.json()
+
+
+async def test_dcr_client_is_shown_as_unverified(h: Harness) -> None:
+    body = (await _register(h, {"redirect_uris": ["http://localhost:7777/cb"],
+                                "client_name": "Totally Legit",
+                                "token_endpoint_auth_method": "none"})).json()
+    params, _ = h.authorize_params(client_id=body["client_id"],
+                                   redirect_uri="http://localhost:7777/cb")
+    r = await h.http.get("/authorize", params=params)
+    r = await h.login(r.headers["location"])
+    page = await h.http.get(r.headers["location"])
+    assert "Unverified application" in page.text and "Local application" in page.text
+
+
+async def test_dcr_confidential_client_gets_a_secret_that_works(h: Harness) -> None:
+    body = (await _register(h, {"redirect_uris": ["https://app.example/cb"],
+                                "token_endpoint_auth_method": "client_secret_post",
+                                "grant_types": ["client_credentials"],
+                                "application_type": "web"})).json()
+    assert body["client_secret"]
+    r = await h.http.post("/token", data={"grant_type": "client_credentials",
+                                          "client_id": body["client_id"],
+                                          "client_secret": body["client_secret"],
+                                          "resource": "https://as.test/mcp"})
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize(
+    ("uri", "app_type"),
+    [
+        ("javascript:alert(1)", None),
+        ("data:text/html,hi", None),
+        ("http://evil.example/cb", None),
+        ("http://evil.example/cb", "native"),
+        ("com.example.app:/cb", "native"),  # custom schemes are off by default
+        ("https://app.example/cb#frag", None),
+    ],
+)
+async def test_as19_dcr_refuses_redirect_uri(h: Harness, uri: str, app_type: str | None) -> None:
+    body: dict[str, Any] = {"redirect_uris": [uri], "token_endpoint_auth_method": "none"}
+    if app_type:
+        body["application_type"] = app_type
+    r = await _register(h, body)
+    assert r.status_code == 400 and r.json()["error"] == "invalid_redirect_uri"
+
+
+async def test_as25_web_client_with_localhost_redirect_is_refused(h: Harness) -> None:
+    r = await _register(h, {"redirect_uris": ["http://localhost:3000/cb"],
+                            "application_type": "web", "token_endpoint_auth_method": "none"})
+    assert r.json()["error"] == "invalid_redirect_uri"
+
+
+async def test_dcr_bad_metadata_is_invalid_client_metadata(h: Harness) -> None:
+    r = await _register(h, {"redirect_uris": ["https://a.example/cb"],
+                            "token_endpoint_auth_method": "tls_client_auth"})
+    assert r.json()["error"] == "invalid_client_metadata"
+
+
+@pytest.fixture
+async def h_custom(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Harness]:
+    async for harness in make_harness(
+        tmp_path, monkeypatch, dcr_allow_custom_schemes=True, dcr_rate_limit_per_minute=2,
+        dcr_initial_access_token={"env": "BASTION_TEST_IAT"},
+    ):
+        yield harness
+
+
+@pytest.fixture(autouse=True)
+def _iat(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BASTION_TEST_IAT", "initial-access-token-for-tests")
+
+
+async def test_dcr_policy_initial_token_custom_scheme_and_rate_limit(h_custom: Harness) -> None:
+    h = h_custom
+    body = {"redirect_uris": ["com.example.app:/cb"], "application_type": "native",
+            "token_endpoint_auth_method": "none"}
+    r = await _register(h, body)
+    assert r.status_code == 401 and r.json()["error"] == "invalid_token"
+    auth = {"Authorization": "Bearer initial-access-token-for-tests"}
+    r = await _register(h, body, **auth)
+    assert r.status_code == 201, r.text
+    r = await _register(h, body, **auth)
+    assert r.status_code == 429  # third request in the minute (limit 2)
+
+
+async def test_unused_registrations_expire(h: Harness) -> None:
+    first = (await _register(h, {"redirect_uris": ["http://localhost:1/cb"],
+                                 "token_endpoint_auth_method": "none"})).json()
+    h.clock.advance(86400 + 1)
+    await _register(h, {"redirect_uris": ["http://localhost:2/cb"],
+                        "token_endpoint_auth_method": "none"})
+    params, _ = h.authorize_params(client_id=first["client_id"],
+                                   redirect_uri="http://localhost:1/cb")
+    r = await h.http.get("/authorize", params=params)
+    assert r.status_code == 400 and "invalid_client" in r.text
