@@ -85,3 +85,67 @@ class Recorder:
         if scope["type"] == "http":
             self.requests.append({k.decode().lower(): v.decode() for k, v in scope["headers"]})
         await self.app(scope, receive, send)
+
+
+class HeadlessUser:
+    """A person at a browser, without the browser: follows the authorization server's
+    redirects, fills in the login form, approves consent, and stops at the client's redirect.
+
+    Cookies are kept by hand: the ``__Host-`` cookies are ``Secure``, which a plain-http client
+    jar would drop, while browsers treat loopback as a secure context.
+    """
+
+    def __init__(self, username: str, password: str, *, approve: bool = True) -> None:
+        self.username, self.password, self.approve = username, password, approve
+        self.cookies: dict[str, str] = {}
+        self.pages: list[str] = []
+
+    def _keep(self, resp: Any) -> None:
+        for raw in resp.headers.get_list("set-cookie"):
+            name, _, rest = raw.partition("=")
+            self.cookies[name.strip()] = rest.split(";", 1)[0]
+
+    def _cookie_header(self) -> dict[str, str]:
+        if not self.cookies:
+            return {}
+        return {"cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())}
+
+    async def authorize(self, url: str, redirect_prefix: str) -> dict[str, str]:
+        """Return the query of the final redirect to ``redirect_prefix``."""
+        import html
+        import re
+        from urllib.parse import parse_qsl, urljoin, urlsplit
+
+        import httpx
+
+        async with httpx.AsyncClient(timeout=15, follow_redirects=False) as http:
+            resp = await http.get(url, headers=self._cookie_header())
+            for _ in range(10):
+                self._keep(resp)
+                if resp.status_code in (302, 303):
+                    location = urljoin(str(resp.url), resp.headers["location"])
+                    if location.startswith(redirect_prefix):
+                        return dict(parse_qsl(urlsplit(location).query))
+                    resp = await http.get(location, headers=self._cookie_header())
+                    continue
+                if resp.status_code != 200:
+                    raise AssertionError(f"authorization stopped at HTTP {resp.status_code}: "
+                                         f"{resp.text[:300]}")
+                page = resp.text
+                self.pages.append(page)
+                form = re.search(r'<form method="post" action="([^"]+)">(.*?)</form>', page,
+                                 re.S)
+                if form is None:
+                    raise AssertionError(f"no form on the page: {page[:300]}")
+                fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"',
+                                         form.group(2)))
+                fields = {k: html.unescape(v) for k, v in fields.items()}
+                if 'name="password"' in form.group(2):
+                    fields.update(username=self.username, password=self.password)
+                else:
+                    fields["decision"] = "approve" if self.approve else "deny"
+                action = urljoin(str(resp.url), html.unescape(form.group(1)))
+                origin = "{0.scheme}://{0.netloc}".format(urlsplit(action))
+                resp = await http.post(action, data=fields,
+                                       headers={**self._cookie_header(), "origin": origin})
+        raise AssertionError("too many steps in the authorization flow")

@@ -38,11 +38,26 @@ def parse_config(
     except ValidationError as exc:
         err = exc.errors()[0]
         key = _dotted(err["loc"])
-        expected = err["msg"].removeprefix("Value error, ")
+        expected = _FRIENDLY.get(err["type"]) or err["msg"].removeprefix("Value error, ")
         raise ConfigError(source, key, err.get("input"), expected) from None
     if base_dir is not None and not config.data_dir.is_absolute():
         config = config.model_copy(update={"data_dir": (base_dir / config.data_dir).resolve()})
     return config
+
+
+_FRIENDLY = {
+    "extra_forbidden": "no such key here (Extra inputs are not permitted): check its spelling",
+    "missing": "a value: this key is required",
+    "int_parsing": "an integer",
+    "int_type": "an integer",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "string_type": "a string",
+    "float_parsing": "a number",
+    "list_type": "a list",
+    "tuple_type": "a list",
+    "dict_type": "a table",
+}
 
 
 def _dotted(loc: tuple[int | str, ...]) -> str:
