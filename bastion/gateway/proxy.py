@@ -22,6 +22,7 @@ from bastion.gateway.asgi import (
     Send,
     headers_dict,
 )
+from bastion.gateway.event_ids import EventIdTagger, session_tag, untag
 from bastion.gateway.list_filter import (
     LIST_METHODS,
     SseEventSplitter,
@@ -85,6 +86,18 @@ class Proxy:
                 return
             if session.upstream_id is not None:
                 fwd["mcp-session-id"] = session.upstream_id
+            last_event_id = fwd.pop("last-event-id", None)
+            if last_event_id is not None:
+                upstream_event = untag(last_event_id, session_tag(session.id))
+                if upstream_event is None:
+                    # TS-10: never replay another session's stream.
+                    await send_jsonrpc_error(send, JsonRpcError(
+                        JsonRpcError.INVALID_REQUEST, "Last-Event-ID is not from this session",
+                        http_status=404, request_id=request_id))
+                    return
+                fwd["last-event-id"] = upstream_event
+        elif era is Era.MODERN:
+            fwd.pop("last-event-id", None)
 
         upstream = self.upstreams[mount.name]
         try:
@@ -141,15 +154,21 @@ class Proxy:
         list_method = envelope.method if envelope is not None else None
         if (list_method in LIST_METHODS and status == 200 and not mount.public
                 and mount.scopes.all_scopes()):
-            await self._send_filtered(scope, send, mount, resp, out, request_id, list_method)
+            await self._send_filtered(scope, send, mount, resp, out, request_id, list_method,
+                                      session)
             return
+        ctype = (resp.header("content-type") or "").split(";")[0].strip().lower()
+        tagger = (EventIdTagger(session_tag(session.id))
+                  if session is not None and ctype == "text/event-stream" else None)
         await send({"type": "http.response.start", "status": status, "headers": out})
         try:
             async for chunk in resp.stream:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                body = tagger.feed(chunk) if tagger is not None else chunk
+                await send({"type": "http.response.body", "body": body, "more_body": True})
         except UpstreamError as exc:
             log.warning("upstream stream of mount %s broke: %s", mount.name, exc)
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        rest = tagger.flush() if tagger is not None else b""
+        await send({"type": "http.response.body", "body": rest, "more_body": False})
 
     async def _send_filtered(
         self,
@@ -160,6 +179,7 @@ class Proxy:
         out: list[tuple[bytes, bytes]],
         request_id: object,
         list_method: str,
+        session: Session | None,
     ) -> None:
         principal: Principal = scope[PRINCIPAL]
         rules = mount.scopes
@@ -172,10 +192,13 @@ class Proxy:
         if ctype == "text/event-stream":
             await send({"type": "http.response.start", "status": 200, "headers": out})
             splitter = SseEventSplitter()
+            tagger = EventIdTagger(session_tag(session.id)) if session is not None else None
             try:
                 async for chunk in resp.stream:
                     for event in splitter.feed(chunk):
                         body = rewrite_sse_event(event, request_id, list_method, visible)
+                        if tagger is not None:
+                            body = tagger.feed(body)
                         await send({"type": "http.response.body", "body": body,
                                     "more_body": True})
             except (UpstreamError, ValueError) as exc:
