@@ -63,17 +63,6 @@ class IntrospectionEndpoint:
         return result.json_object()
 
 
-class CimdFetcher:
-    """Adapts the SSRF-safe fetcher to what the CIMD resolver asks of it."""
-
-    def __init__(self, fetcher: SafeFetcher) -> None:
-        self.fetcher = fetcher
-
-    async def get(self, url: str) -> tuple[int, Mapping[str, str], bytes]:
-        result = await self.fetcher.get(url)
-        return result.status, dict(result.headers), result.body
-
-
 class RevocationCache:
     """Revocation of built-in access tokens, checked on every request.
 
@@ -173,6 +162,7 @@ async def build_runtime(
     if config.authorization_server.enabled:
         from bastion.keys import SigningKeys
         from bastion.server.app import build_authorization_server_routes
+        from bastion.server.cimd_fetch import SafeDocumentFetcher, cimd_fetch_policy
         from bastion.storage import open_store
 
         config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -184,8 +174,9 @@ async def build_runtime(
             return keys.public_key_set()
 
         store = await open_store(config.storage_url, config.data_dir)
-        cimd = CimdFetcher(SafeFetcher(FetchPolicy(
-            allow_http_loopback=config.authorization_server.allow_http_loopback)))
+        cimd_http = SafeFetcher(cimd_fetch_policy(
+            allow_http_loopback=config.authorization_server.allow_http_loopback))
+        cimd = SafeDocumentFetcher(cimd_http)
         routes = build_authorization_server_routes(config, store, keys, clock, cimd)
         other = Starlette(routes=routes)
         issuers[config.issuer] = IssuerVerifier(
@@ -193,7 +184,7 @@ async def build_runtime(
             keys=StaticKeySource(load_keys), require_at_jwt_typ=True)
         revoked = RevocationCache(store.is_access_token_revoked, clock)
         revocation_check = revoked.check
-        shutdown.extend([store.close, cimd.fetcher.aclose])
+        shutdown.extend([store.close, cimd_http.aclose])
         extras.update(store=store, keys=keys)
     for t in config.trusted_issuers:
         issuers[t.issuer] = _external_verifier(t, source)

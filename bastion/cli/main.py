@@ -17,6 +17,9 @@ VERBS: tuple[str, ...] = (
     "bastion.cli.init",
     "bastion.cli.serve",
     "bastion.cli.demo",
+    "bastion.cli.users",
+    "bastion.cli.clients",
+    "bastion.cli.keys",
 )
 
 

@@ -29,10 +29,11 @@ def demo(tmp_path: Path) -> Iterator[Demo]:
     """``bastion demo`` as the README's first command runs it: a real process on loopback."""
     port = free_port()
     data = tmp_path / "data"
+    log = (tmp_path / "demo.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "bastion.cli.main", "demo", "--port", str(port),
          "--data", str(data)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=log, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         assert proc.stdout is not None
@@ -50,8 +51,8 @@ def demo(tmp_path: Path) -> Iterator[Demo]:
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline or proc.poll() is not None:
-                raise AssertionError("bastion demo did not come up: " + (proc.stderr.read()
-                                                                          if proc.stderr else ""))
+                raise AssertionError("bastion demo did not come up: "
+                                     + (tmp_path / "demo.log").read_text())
             time.sleep(0.1)
         yield Demo(endpoint, user, password, base, data, proc)
     finally:
@@ -61,3 +62,6 @@ def demo(tmp_path: Path) -> Iterator[Demo]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+        log.close()

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 import httpx
 import pytest
 from mcp.server.streamable_http import EventCallback, EventMessage, EventStore
+from mcp.server.transport_security import TransportSecuritySettings
 
 from bastion.demo.server import build_server
 from bastion.gateway.event_ids import EventIdTagger, session_tag, untag
 from bastion.gateway.upstream_http import HttpUpstream
-from mcp.server.transport_security import TransportSecuritySettings
 from tests.gateway.conftest import _gateway
 from tests.gateway.test_resource_server import INIT, LEGACY
 from tests.support import SigningIssuer, free_port, serve

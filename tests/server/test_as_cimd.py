@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from bastion.errors import InvalidClient
 from bastion.oauth import cimd
 from tests.server.conftest import Harness, make_harness
 
@@ -152,3 +153,22 @@ async def test_as14_host_lists(h_lists: Harness) -> None:
     params, _ = h.authorize_params(client_id="https://elsewhere.org/c.json", redirect_uri=CB)
     r = await h.http.get("/authorize", params=params)
     assert r.status_code == 400 and "invalid_client" in r.text
+
+
+@pytest.mark.parametrize("client_id", ["https://169.254.169.254/latest/meta-data.json",
+                                       "https://10.0.0.1/client.json",
+                                       "https://[::1]/client.json"])
+async def test_as12_real_safe_fetcher_refuses_private_addresses(
+    tmp_path: Path, client_id: str
+) -> None:
+    from bastion.clock import FixedClock
+    from bastion.net import SafeFetcher
+    from bastion.server.cimd_fetch import SafeDocumentFetcher, cimd_fetch_policy
+    from bastion.server.clients import CimdResolver
+    from tests.server.conftest import make_config
+
+    settings = make_config(tmp_path).authorization_server
+    async with SafeFetcher(cimd_fetch_policy()) as fetcher:
+        resolver = CimdResolver(SafeDocumentFetcher(fetcher), settings, FixedClock(0.0))
+        with pytest.raises(InvalidClient):
+            await resolver.resolve(client_id)

@@ -1,0 +1,173 @@
+"""RFC 7591 dynamic client registration: validating client metadata, and the redirect-URI
+policy shared with CIMD (AS-19, AS-25).
+
+Deprecated by MCP 2026-07-28 in favour of CIMD; kept for older peers.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from bastion.errors import OAuthError
+
+__all__ = [
+    "ClientMetadata",
+    "InvalidClientMetadata",
+    "InvalidRedirectUri",
+    "check_redirect_uri",
+    "is_loopback_host",
+    "parse_client_metadata",
+]
+
+AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post")
+GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
+MAX_REDIRECT_URIS = 16
+MAX_URI_LENGTH = 2048
+MAX_NAME_LENGTH = 200
+_FORBIDDEN_SCHEMES = frozenset({"javascript", "data", "vbscript", "file", "blob", "about"})
+
+
+class InvalidRedirectUri(OAuthError):
+    error = "invalid_redirect_uri"
+
+
+class InvalidClientMetadata(OAuthError):
+    error = "invalid_client_metadata"
+
+
+def is_loopback_host(host: str | None) -> bool:
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_redirect_uri(
+    uri: str, *, application_type: str | None, allow_custom_schemes: bool
+) -> None:
+    """Raise ``InvalidRedirectUri`` unless ``uri`` is acceptable for this kind of client.
+
+    https anywhere; http only on a loopback host; custom (private-use) schemes only when the
+    policy allows them, and only for native clients; never javascript:, data: and the like; no
+    fragment (RFC 6749 §3.1.2). ``web`` clients may not use loopback (OIDC Registration §2).
+    """
+    if not isinstance(uri, str) or not uri or len(uri) > MAX_URI_LENGTH:
+        raise InvalidRedirectUri("a redirect URI must be a non-empty string")
+    parts = urlsplit(uri)
+    scheme = parts.scheme.lower()
+    if not scheme:
+        raise InvalidRedirectUri(f"redirect URI {uri!r} is not absolute")
+    if parts.fragment or "#" in uri:
+        raise InvalidRedirectUri("a redirect URI must not contain a fragment")
+    if scheme in _FORBIDDEN_SCHEMES:
+        raise InvalidRedirectUri(f"the {scheme}: scheme is never allowed for a redirect URI")
+    if scheme in ("http", "https"):
+        if not parts.hostname:
+            raise InvalidRedirectUri(f"redirect URI {uri!r} has no host")
+        if parts.username or parts.password:
+            raise InvalidRedirectUri("a redirect URI must not carry user information")
+        loopback = is_loopback_host(parts.hostname)
+        if scheme == "http" and not loopback:
+            raise InvalidRedirectUri("an http redirect URI must use a loopback host")
+        if application_type == "web" and loopback:
+            raise InvalidRedirectUri("a web client may not use a loopback redirect URI")
+        return
+    if not allow_custom_schemes:
+        raise InvalidRedirectUri(f"the custom scheme {scheme}: is not allowed by this server")
+    if application_type == "web":
+        raise InvalidRedirectUri("a web client may not use a custom-scheme redirect URI")
+    if "." not in scheme:
+        # RFC 8252 §7.1: private-use schemes are reverse domain names.
+        raise InvalidRedirectUri("a custom scheme must be a reverse domain name (com.example.app)")
+
+
+@dataclass(frozen=True, slots=True)
+class ClientMetadata:
+    redirect_uris: tuple[str, ...]
+    client_name: str | None
+    client_uri: str | None
+    token_endpoint_auth_method: str
+    grant_types: tuple[str, ...]
+    response_types: tuple[str, ...]
+    scope: str | None
+    application_type: str
+
+
+def _str_list(body: Mapping[str, Any], name: str) -> tuple[str, ...] | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidClientMetadata(f"{name} must be a list of strings")
+    return tuple(value)
+
+
+def _opt_str(body: Mapping[str, Any], name: str, limit: int = MAX_URI_LENGTH) -> str | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > limit:
+        raise InvalidClientMetadata(f"{name} must be a string of at most {limit} characters")
+    return value
+
+
+def _infer_application_type(uris: tuple[str, ...]) -> str:
+    """Older clients send no application_type: native when any URI is loopback or custom."""
+    for uri in uris:
+        p = urlsplit(uri)
+        if p.scheme.lower() not in ("http", "https") or is_loopback_host(p.hostname):
+            return "native"
+    return "web"
+
+
+def parse_client_metadata(
+    body: Mapping[str, Any], *, allow_custom_schemes: bool
+) -> ClientMetadata:
+    """Validate a registration request (RFC 7591 §2, §3.2.2 error codes)."""
+    uris = _str_list(body, "redirect_uris") or ()
+    if not uris:
+        raise InvalidRedirectUri("redirect_uris is required")
+    if len(uris) > MAX_REDIRECT_URIS:
+        raise InvalidRedirectUri(f"at most {MAX_REDIRECT_URIS} redirect URIs")
+    app_type = body.get("application_type")
+    if app_type is None:
+        app_type = _infer_application_type(uris)
+    if app_type not in ("web", "native"):
+        raise InvalidClientMetadata("application_type must be web or native")
+    for uri in uris:
+        check_redirect_uri(
+            uri, application_type=app_type, allow_custom_schemes=allow_custom_schemes
+        )
+    method = body.get("token_endpoint_auth_method", "client_secret_basic")
+    if method not in AUTH_METHODS:
+        raise InvalidClientMetadata(
+            f"token_endpoint_auth_method must be one of {', '.join(AUTH_METHODS)}"
+        )
+    grants = _str_list(body, "grant_types") or ("authorization_code",)
+    bad = [g for g in grants if g not in GRANT_TYPES]
+    if bad:
+        raise InvalidClientMetadata(f"unsupported grant_types: {', '.join(bad)}")
+    if "client_credentials" in grants and method == "none":
+        raise InvalidClientMetadata("client_credentials needs an authenticated client")
+    responses = _str_list(body, "response_types") or ("code",)
+    if any(r != "code" for r in responses):
+        raise InvalidClientMetadata("response_types must be [\"code\"]")
+    scope = _opt_str(body, "scope", 2048)
+    return ClientMetadata(
+        redirect_uris=uris,
+        client_name=_opt_str(body, "client_name", MAX_NAME_LENGTH),
+        client_uri=_opt_str(body, "client_uri"),
+        token_endpoint_auth_method=method,
+        grant_types=grants,
+        response_types=responses,
+        scope=scope,
+        application_type=app_type,
+    )

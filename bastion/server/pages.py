@@ -1,0 +1,137 @@
+"""Server-rendered pages (login, consent, errors): no JavaScript, no framing, escaped output.
+
+Every HTML response of the authorization server is built by ``page`` and carries the headers
+in ``PAGE_HEADERS`` (BP-03).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from html import escape
+from urllib.parse import urlsplit
+
+from starlette.responses import HTMLResponse
+
+__all__ = [
+    "PAGE_HEADERS",
+    "consent_page",
+    "error_page",
+    "login_page",
+    "page",
+]
+
+PAGE_HEADERS: dict[str, str] = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self' 'unsafe-inline'; form-action 'self'; "
+        "frame-ancestors 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+_STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem;"
+    "color:#1b1b1b}h1{font-size:1.4rem}.warn{background:#fff3cd;border:1px solid #e0b400;"
+    "padding:.6rem;border-radius:4px}.err{color:#a00}dt{font-weight:600;margin-top:.6rem}"
+    "label{display:block;margin-top:.8rem}input[type=text],input[type=password]{width:100%;"
+    "padding:.4rem}button{margin-top:1rem;padding:.5rem 1rem;margin-right:.5rem}"
+)
+
+
+def page(title: str, body: str, *, status: int = 200) -> HTMLResponse:
+    html = (
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<meta name=\"viewport\" content=\"width=device-width\"><title>{escape(title)}</title>"
+        f"<style>{_STYLE}</style></head><body>{body}</body></html>"
+    )
+    return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
+
+
+def error_page(error: str, description: str, *, status: int = 400) -> HTMLResponse:
+    body = (
+        "<h1>This request cannot be completed</h1>"
+        f"<p class=\"err\"><code>{escape(error)}</code>: {escape(description)}</p>"
+        "<p>You have not been sent back to the application, because it could not be verified "
+        "where to send you safely. You can close this page.</p>"
+    )
+    return page("Authorization error", body, status=status)
+
+
+def _hidden(request_id: str, csrf: str) -> str:
+    return (
+        f"<input type=\"hidden\" name=\"request\" value=\"{escape(request_id)}\">"
+        f"<input type=\"hidden\" name=\"csrf\" value=\"{escape(csrf)}\">"
+    )
+
+
+def login_page(
+    *, action: str, request_id: str, csrf: str, client_name: str, message: str | None = None,
+    status: int = 200,
+) -> HTMLResponse:
+    msg = f"<p class=\"err\">{escape(message)}</p>" if message else ""
+    body = (
+        f"<h1>Sign in</h1><p>to continue to <strong>{escape(client_name)}</strong></p>{msg}"
+        f"<form method=\"post\" action=\"{escape(action)}\">{_hidden(request_id, csrf)}"
+        "<label>Username <input type=\"text\" name=\"username\" autocomplete=\"username\" "
+        "required></label>"
+        "<label>Password <input type=\"password\" name=\"password\" "
+        "autocomplete=\"current-password\" required></label>"
+        "<button type=\"submit\">Sign in</button></form>"
+    )
+    return page("Sign in", body, status=status)
+
+
+def host_of(uri: str) -> str:
+    try:
+        return urlsplit(uri).hostname or uri
+    except ValueError:
+        return uri
+
+
+def consent_page(
+    *,
+    action: str,
+    request_id: str,
+    csrf: str,
+    username: str,
+    client_name: str,
+    client_id: str,
+    redirect_uri: str,
+    scopes: Sequence[str],
+    resource: str,
+    resource_name: str,
+    localhost_only: bool,
+    unverified: bool,
+) -> HTMLResponse:
+    warnings = ""
+    if unverified:
+        warnings += (
+            "<p class=\"warn\"><strong>Unverified application.</strong> This application "
+            "registered itself; its name was chosen by its author and has not been checked. "
+            "Only continue if you started this sign-in yourself.</p>"
+        )
+    if localhost_only:
+        warnings += (
+            "<p class=\"warn\"><strong>Local application.</strong> This application only "
+            "receives its answer on <code>localhost</code> (this computer). Any program on "
+            "this computer could claim this name; continue only if you are running it.</p>"
+        )
+    scope_items = "".join(f"<li><code>{escape(s)}</code></li>" for s in scopes) or (
+        "<li>(no specific permissions)</li>"
+    )
+    body = (
+        f"<h1>Allow {escape(client_name)}?</h1>"
+        f"<p>Signed in as <strong>{escape(username)}</strong>.</p>{warnings}<dl>"
+        f"<dt>Application</dt><dd>{escape(client_name)}</dd>"
+        f"<dt>Application identifier host</dt><dd><code>{escape(host_of(client_id))}</code></dd>"
+        f"<dt>You will be sent back to</dt><dd><code>{escape(host_of(redirect_uri))}</code>"
+        f" ({escape(redirect_uri)})</dd>"
+        f"<dt>Access to</dt><dd>{escape(resource_name)} <code>{escape(resource)}</code></dd>"
+        f"<dt>Permissions</dt><dd><ul>{scope_items}</ul></dd></dl>"
+        f"<form method=\"post\" action=\"{escape(action)}\">{_hidden(request_id, csrf)}"
+        "<button type=\"submit\" name=\"decision\" value=\"approve\">Allow</button>"
+        "<button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button></form>"
+    )
+    return page("Allow access", body)

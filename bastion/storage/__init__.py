@@ -1,0 +1,65 @@
+"""Storage of authorization-server state behind one interface (``Store``).
+
+``open_store(None, data_dir)`` gives the embedded SQLite store at ``<data_dir>/bastion.db``;
+``sqlite:///path/to.db`` names another file. PostgreSQL (``postgresql://...``) fits the same
+protocol (row-level ``UPDATE ... WHERE used_at IS NULL`` and ``SELECT ... FOR UPDATE`` give the
+same atomicity) and is not implemented yet.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from bastion.storage.base import (
+    AlreadyExists,
+    AuthorizationCode,
+    ClientRecord,
+    CodeRedemption,
+    Consent,
+    PendingAuthorization,
+    RefreshRotation,
+    RefreshToken,
+    Session,
+    Store,
+    StoreError,
+    UserRecord,
+    hash_secret,
+)
+from bastion.storage.sqlite import SqliteStore
+
+__all__ = [
+    "AlreadyExists",
+    "AuthorizationCode",
+    "ClientRecord",
+    "CodeRedemption",
+    "Consent",
+    "PendingAuthorization",
+    "RefreshRotation",
+    "RefreshToken",
+    "Session",
+    "SqliteStore",
+    "Store",
+    "StoreError",
+    "UserRecord",
+    "hash_secret",
+    "open_store",
+]
+
+DEFAULT_DB_NAME = "bastion.db"
+
+
+async def open_store(url: str | None, data_dir: Path) -> Store:
+    """Open (and migrate) the store named by ``url``; ``None`` means SQLite in ``data_dir``."""
+    if url is None or url == "":
+        return await SqliteStore.open(data_dir / DEFAULT_DB_NAME)
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        raw = unquote(parts.path)
+        path = Path(raw)
+        if not path.is_absolute():
+            path = data_dir / raw.lstrip("/")
+        return await SqliteStore.open(path)
+    if parts.scheme in ("postgres", "postgresql"):
+        raise StoreError("the PostgreSQL store is not implemented yet; use SQLite")
+    raise StoreError(f"unsupported storage_url scheme {parts.scheme!r}")

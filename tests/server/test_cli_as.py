@@ -1,0 +1,89 @@
+"""CLI verbs of the authorization server: users, clients, keys."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+from pathlib import Path
+
+import pytest
+
+from bastion.cli import clients as clients_cli
+from bastion.cli import keys as keys_cli
+from bastion.cli import users as users_cli
+from bastion.passwords import verify_password
+from bastion.storage import hash_secret, open_store
+
+
+def run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+    for module in (users_cli, clients_cli, keys_cli):
+        module.register(sub)
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> str:
+    path = tmp_path / "bastion.toml"
+    path.write_text('data_dir = "data"\n[[authorization_server.clients]]\nclient_id = "cfg"\n'
+                    'redirect_uris = ["http://localhost:1/cb"]\n')
+    return str(path)
+
+
+def test_users_add_list_remove(config: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("pw-123456\n"))
+    assert run(["users", "--config", config, "add", "bob", "--password-stdin"]) == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO("pw-123456\n"))
+    assert run(["users", "--config", config, "add", "bob", "--password-stdin"]) == 1
+
+    async def check() -> None:
+        store = await open_store(None, tmp_path / "data")
+        user = await store.get_user("bob")
+        assert user is not None and verify_password(user.password_hash, "pw-123456")
+        await store.close()
+
+    asyncio.run(check())
+    assert run(["users", "--config", config, "list"]) == 0
+    assert "bob" in capsys.readouterr().out
+    assert run(["users", "--config", config, "revoke-consent", "bob"]) == 0
+    assert run(["users", "--config", config, "remove", "bob"]) == 0
+    assert run(["users", "--config", config, "remove", "bob"]) == 1
+
+
+def test_clients_add_list_remove(config: str, tmp_path: Path,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["clients", "--config", config, "add", "svc", "--confidential",
+                "--grant-type", "client_credentials"]) == 0
+    out = capsys.readouterr().out
+    secret = out.split("client_secret: ")[1].split()[0]
+
+    async def check() -> None:
+        store = await open_store(None, tmp_path / "data")
+        rec = await store.get_client("svc")
+        assert rec is not None and rec.secret_hash == hash_secret(secret)
+        await store.close()
+
+    asyncio.run(check())
+    assert run(["clients", "--config", config, "add", "bad",
+                "--redirect-uri", "http://evil.example/cb"]) == 2
+    assert run(["clients", "--config", config, "add", "cfg",
+                "--redirect-uri", "http://localhost/cb"]) == 1
+    assert run(["clients", "--config", config, "list"]) == 0
+    listing = capsys.readouterr().out
+    assert "cfg\tconfig" in listing and "svc\tcli" in listing
+    assert run(["clients", "--config", config, "remove", "svc"]) == 0
+    assert run(["clients", "--config", config, "remove", "cfg"]) == 1
+
+
+def test_keys_rotate_and_list(config: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["keys", "--config", config, "list"]) == 0
+    first = capsys.readouterr().out.split("\t")[0]
+    assert run(["keys", "--config", config, "rotate"]) == 0
+    assert run(["keys", "--config", config, "list"]) == 0
+    listing = capsys.readouterr().out
+    assert first in listing and "retires" in listing and "current" in listing
