@@ -7,8 +7,11 @@ ids never reach the client (TS-05..TS-09).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
+from typing import Any
 
 from bastion.errors import JsonRpcError
 from bastion.gateway.asgi import (
@@ -49,6 +52,27 @@ _FORWARD = ("content-type", "accept", "mcp-protocol-version", "mcp-method", "mcp
 _RETURN = frozenset({"content-type", "cache-control", "mcp-protocol-version", "retry-after",
                      "allow", "x-accel-buffering"})
 MAX_LIST_BYTES = 32 * 1024 * 1024
+
+
+async def _until_disconnect(work: Coroutine[Any, Any, None], receive: Receive) -> None:
+    task = asyncio.ensure_future(work)
+
+    async def disconnected() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in (task, watcher):
+            if not t.done():
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+    error = task.exception() if task.done() and not task.cancelled() else None
+    if error is not None:
+        raise error
 
 
 def _forward_headers(headers: Mapping[str, str]) -> dict[str, str]:
@@ -113,13 +137,14 @@ class Proxy:
                 http_status=502, request_id=request_id))
             return
         try:
-            await self._respond(scope, send, mount, binding, envelope, session, resp)
+            await self._respond(scope, receive, send, mount, binding, envelope, session, resp)
         finally:
             await resp.aclose()
 
     async def _respond(
         self,
         scope: Scope,
+        receive: Receive,
         send: Send,
         mount: Mount,
         binding: tuple[str, str, str],
@@ -158,17 +183,27 @@ class Proxy:
                                       session)
             return
         ctype = (resp.header("content-type") or "").split(";")[0].strip().lower()
+        streaming = ctype == "text/event-stream"
         tagger = (EventIdTagger(session_tag(session.id))
-                  if session is not None and ctype == "text/event-stream" else None)
-        await send({"type": "http.response.start", "status": status, "headers": out})
-        try:
-            async for chunk in resp.stream:
-                body = tagger.feed(chunk) if tagger is not None else chunk
-                await send({"type": "http.response.body", "body": body, "more_body": True})
-        except UpstreamError as exc:
-            log.warning("upstream stream of mount %s broke: %s", mount.name, exc)
-        rest = tagger.flush() if tagger is not None else b""
-        await send({"type": "http.response.body", "body": rest, "more_body": False})
+                  if session is not None and streaming else None)
+
+        async def pump() -> None:
+            await send({"type": "http.response.start", "status": status, "headers": out})
+            try:
+                async for chunk in resp.stream:
+                    body = tagger.feed(chunk) if tagger is not None else chunk
+                    await send({"type": "http.response.body", "body": body, "more_body": True})
+            except UpstreamError as exc:
+                log.warning("upstream stream of mount %s broke: %s", mount.name, exc)
+            rest = tagger.flush() if tagger is not None else b""
+            await send({"type": "http.response.body", "body": rest, "more_body": False})
+
+        if streaming:
+            # A stream can outlive its client: stop relaying (and release the upstream
+            # connection) as soon as the client goes away.
+            await _until_disconnect(pump(), receive)
+        else:
+            await pump()
 
     async def _send_filtered(
         self,

@@ -58,11 +58,13 @@ def decode_header_value(value: str) -> str:
 
 
 def _unsupported(version: str, request_id: object) -> JsonRpcError:
+    # -32022 is an error of the 2026-07-28 request format, so it lists what that format can
+    # carry (older versions are negotiated with ``initialize`` instead).
     return JsonRpcError(
         JsonRpcError.UNSUPPORTED_PROTOCOL_VERSION,
         f"Unsupported protocol version: {version[:40]}",
         http_status=400,
-        data={"supported": list(SUPPORTED_VERSIONS), "requested": version[:40]},
+        data={"supported": [MODERN], "requested": version[:40]},
         request_id=request_id,
     )
 
@@ -90,6 +92,10 @@ def check_modern_headers(headers: Mapping[str, str], envelope: Envelope) -> None
             raise _mismatch("MCP-Protocol-Version header is required", rid)
         return
     meta_version = envelope.meta.get(META_VERSION)
+    if not isinstance(envelope.params.get("_meta"), dict) or not isinstance(meta_version, str):
+        raise JsonRpcError(JsonRpcError.INVALID_PARAMS,
+                           f"Invalid params: params._meta must carry {META_VERSION}",
+                           http_status=400, request_id=rid)
     if version is None:
         raise _mismatch("MCP-Protocol-Version header is required", rid)
     if meta_version != version:

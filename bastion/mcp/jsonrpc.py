@@ -22,6 +22,11 @@ _NAME_PARAM = {
 }
 
 
+# Methods whose target must be present (they carry Mcp-Name in 2026-07-28). The subscribe pair
+# is looked up when present but not required: 2026-07-28 removed it, and the upstream answers.
+_NAME_REQUIRED = frozenset({"tools/call", "prompts/get", "resources/read"})
+
+
 @dataclass(frozen=True, slots=True)
 class Envelope:
     """One client-to-server JSON-RPC message: request, notification or response."""
@@ -102,7 +107,7 @@ def parse_envelope(body: bytes) -> Envelope:
     if not isinstance(params, dict):
         raise JsonRpcError(JsonRpcError.INVALID_PARAMS, "Invalid params: params must be an object",
                            http_status=400, request_id=req_id)
-    key = _NAME_PARAM.get(method)
+    key = _NAME_PARAM.get(method) if method in _NAME_REQUIRED else None
     if key is not None and not isinstance(params.get(key), str):
         raise JsonRpcError(JsonRpcError.INVALID_PARAMS, f"Invalid params: {key} must be a string",
                            http_status=400, request_id=req_id)

@@ -12,6 +12,11 @@ of this fixture and its outcomes compared with ``direct_outcomes``.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +24,7 @@ import pytest
 
 from tests.conformance.harness import (
     BASELINE,
+    _wait_listening,
     SuiteRun,
     expected_failures,
     fixture_server,
@@ -74,3 +80,42 @@ def test_baseline_has_a_reason_for_every_entry() -> None:
         while block and block[-1].strip().startswith("- "):
             block.pop()
         assert block and block[-1].strip().startswith("#"), f"no reason for {lines[index]!r}"
+
+
+# --- the same suite through the gateway, on a public mount ------------------------------------
+
+
+@contextlib.contextmanager
+def gateway_in_front(upstream: str, tmp: Path) -> Iterator[str]:
+    """``bastion serve`` (a real process) with one public mount in front of ``upstream``."""
+    port = free_port()
+    config = tmp / "bastion.toml"
+    config.write_text(
+        f'data_dir = "{tmp / "data"}"\n[server]\nport = {port}\n'
+        "[authorization_server]\nenabled = false\n"
+        '[[mounts]]\nname = "conformance"\npath = "/mcp"\npublic = true\n'
+        f'[mounts.upstream]\nurl = "{upstream}"\n')
+    log = tmp / "gateway.log"
+    with log.open("wb") as sink, subprocess.Popen(
+            [sys.executable, "-m", "bastion.cli.main", "serve", "--config", str(config),
+             "--log-level", "warning"],
+            stdout=sink, stderr=subprocess.STDOUT, start_new_session=True) as proc:
+        try:
+            _wait_listening(proc, port, log)
+            yield f"http://127.0.0.1:{port}/mcp"
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+
+
+def test_suite_through_the_gateway_matches_the_direct_run(
+    direct_run: SuiteRun, fixture_url: str, tmp_path: Path
+) -> None:
+    with gateway_in_front(fixture_url, tmp_path) as url:
+        through = run_conformance(url)
+    assert through.outcomes == direct_run.outcomes, _explain(through)
+    assert through.returncode == 0, _explain(through)
