@@ -24,8 +24,8 @@ import pytest
 
 from tests.conformance.harness import (
     BASELINE,
-    _wait_listening,
     SuiteRun,
+    _wait_listening,
     expected_failures,
     fixture_server,
     list_server_scenarios,
