@@ -1,0 +1,90 @@
+"""The gateway wired from configuration (``build_runtime``) with the built-in authorization
+server's keys, in front of a Streamable HTTP upstream: tokens signed by the AS are accepted for
+their own mount only, and revocation at the AS takes effect."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bastion.config.load import parse_config
+from bastion.demo.server import make_http_app
+from bastion.runtime import Runtime, build_runtime
+from bastion.server.tokens import mint_access_token
+from tests.gateway.test_resource_server import MODERN_HEADERS, call
+from tests.support import free_port, serve
+
+
+@dataclass
+class Env:
+    runtime: Runtime
+    base: str
+
+    def token(self, path: str = "/mcp/demo", scope: str = "demo:read") -> str:
+        token, _ = mint_access_token(
+            self.runtime.extras["keys"], issuer=self.runtime.config.issuer, subject="u1",
+            client_id="c1", audience=self.base + path, scopes=scope.split(), lifetime=300,
+            now=time.time())
+        return token
+
+
+@pytest.fixture
+async def env(tmp_path: Path) -> AsyncIterator[Env]:
+    async with serve(make_http_app()) as up:
+        port = free_port()
+        mount: dict[str, Any] = {"scopes": ["demo:read"], "upstream": {"url": up + "/mcp"}}
+        config = parse_config({
+            "data_dir": str(tmp_path / "data"), "server": {"port": port},
+            "mounts": [{"name": "demo", "path": "/mcp/demo", **mount},
+                       {"name": "other", "path": "/mcp/other", **mount}],
+        }, source="test")
+        runtime = await build_runtime(config, source="test")
+        async with serve(runtime.app, port) as base:
+            yield Env(runtime, base)
+
+
+async def send(env: Env, token: str, path: str = "/mcp/demo") -> httpx.Response:
+    async with httpx.AsyncClient(timeout=10) as c:
+        return await c.post(env.base + path, json=call("echo", {"text": "hi"}), headers={
+            **MODERN_HEADERS, "mcp-method": "tools/call", "mcp-name": "echo",
+            "authorization": f"Bearer {token}"})
+
+
+async def test_rs08_builtin_token_is_accepted_on_its_mount(env: Env) -> None:
+    r = await send(env, env.token())
+    assert r.status_code == 200, r.text
+    assert r.json()["result"]["content"][0]["text"] == "hi"
+
+
+async def test_rs09_builtin_token_for_another_mount_is_refused(env: Env) -> None:
+    r = await send(env, env.token("/mcp/other"), "/mcp/demo")
+    assert r.status_code == 401
+    assert 'error="invalid_token"' in r.headers["www-authenticate"]
+
+
+async def test_revoked_builtin_token_is_refused(env: Env) -> None:
+    token = env.token()
+    assert (await send(env, token)).status_code == 200
+
+    from bastion.oauth.rfc9068 import read_unverified_header  # noqa: F401 - header sanity
+
+    claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+    await env.runtime.extras["store"].revoke_access_token(claims["jti"], claims["exp"])
+    # The gateway's "not revoked" memory lasts at most 5 seconds.
+    deadline = time.monotonic() + 8
+    while time.monotonic() < deadline:
+        r = await send(env, token)
+        if r.status_code == 401:
+            break
+        await asyncio.sleep(0.5)
+    assert r.status_code == 401
+    assert "revoked" in r.headers["www-authenticate"]
