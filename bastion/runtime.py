@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,16 +33,10 @@ log = logging.getLogger("bastion")
 
 def read_secret(ref: SecretRef, *, source: str, key: str) -> str:
     """A secret's value from the environment or a file, at start-up; never logged."""
-    if ref.env is not None:
-        value = os.environ.get(ref.env)
-        if value is None:
-            raise ConfigError(source, key, f"env:{ref.env}", "an environment variable that is set")
-        return value
-    assert ref.file is not None
     try:
-        return ref.file.read_text("utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(source, key, str(ref.file), f"a readable file ({exc.strerror})") from exc
+        return ref.read()
+    except LookupError as exc:
+        raise ConfigError(source, key, ref.where, str(exc)) from None
 
 
 class IntrospectionEndpoint:

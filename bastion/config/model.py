@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -42,6 +43,26 @@ class SecretRef(_Strict):
         if (self.env is None) == (self.file is None):
             raise ValueError("give exactly one of env or file")
         return self
+
+    @property
+    def where(self) -> str:
+        return f"env:{self.env}" if self.env is not None else f"file:{self.file}"
+
+    def read(self) -> str:
+        """The secret's value; ``LookupError`` (saying what is missing) if it cannot be had."""
+        if self.env is not None:
+            value = os.environ.get(self.env)
+            if not value:
+                raise LookupError("an environment variable that is set and not empty")
+            return value
+        assert self.file is not None
+        try:
+            value = self.file.read_text("utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise LookupError(f"a readable UTF-8 file ({exc})") from exc
+        if not value:
+            raise LookupError("a file that is not empty")
+        return value
 
 
 class ServerConfig(_Strict):

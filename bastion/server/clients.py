@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import base64
 import hmac
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote
 
@@ -38,13 +36,11 @@ class DocumentFetcher(Protocol):
 
 
 def read_secret(ref: SecretRef) -> str:
-    if ref.env is not None:
-        value = os.environ.get(ref.env)
-        if not value:
-            raise InvalidClient("the client's secret is not configured")
-        return value
-    assert ref.file is not None
-    return Path(ref.file).read_text("utf-8").strip()
+    """A configured secret at request time; a missing one fails closed."""
+    try:
+        return ref.read()
+    except LookupError:
+        raise InvalidClient("the client's secret is not configured") from None
 
 
 def _from_config(c: ClientConfig) -> ClientRecord:
