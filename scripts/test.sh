@@ -8,7 +8,7 @@ scripts/bootstrap.sh --node
 
 export PATH="$here/tools/node_modules/.bin:$here/.venv/bin:$PATH"
 echo "== ruff"
-ruff check bastion tests
+ruff check bastion tests bench
 echo "== mypy (strict)"
 mypy
 echo "== pytest"
