@@ -408,3 +408,22 @@ async def test_ts07_deleted_session_answers_404(http_stack: Stack) -> None:
         r = await c.post(http_stack.endpoint, json={"jsonrpc": "2.0", "id": 2,
                                                    "method": "tools/list"}, headers=h)
     assert r.status_code == 404
+
+
+async def test_rs17_no_token_appears_in_logs_at_debug_level(
+    http_stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    good = http_stack.token()
+    expired = http_stack.token(now=time.time() - 3600, lifetime=60)
+    await post(http_stack, call("echo", {"text": "x"}), token=good)
+    await post(http_stack, call("echo", {"text": "x"}), token=expired)
+    await post(http_stack, call("write_note", {"title": "a", "body": "b"}), token=good,
+               name="write_note")
+    assert caplog.records, "nothing was logged at DEBUG: the test would prove nothing"
+    for secret in (good, expired, "upstream-credential-7f3a"):
+        assert secret not in caplog.text
+        for part in secret.split(".")[1:]:
+            assert part not in caplog.text
