@@ -1,0 +1,207 @@
+"""Evaluation: ``Policy.decide(facts) -> Decision`` and ``Policy.visible(...)`` for lists.
+
+Semantics (deny overrides):
+1. a matching ``deny`` rule whose condition holds denies (a condition that fails to evaluate
+   counts as holding: fail closed);
+2. otherwise every matching ``require_scopes`` rule whose condition holds adds its scopes; if the
+   token lacks any, the answer is step-up naming all of them;
+3. otherwise a matching ``allow`` rule whose condition holds allows;
+4. otherwise the operation is denied: a mount with a policy allows only what a rule allows.
+
+Methods without a target (``initialize``, ``ping``, list methods, notifications, ...) are
+allowed unless a ``deny`` rule names them; list results are filtered with ``visible``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from bastion.oauth.scopes import ScopeHierarchy
+from bastion.policy.facts import Facts
+
+__all__ = ["TARGETED_METHODS", "Decision", "Policy", "Rule", "Trace"]
+
+Effect = Literal["allow", "deny", "require_scopes"]
+TARGETED_METHODS = frozenset({"tools/call", "prompts/get", "resources/read",
+                              "resources/subscribe", "resources/unsubscribe"})
+DEFAULT_DENY_MESSAGE = "This operation is not permitted."
+
+
+class Condition:
+    """A compiled CEL expression and the variables it references."""
+
+    def __init__(self, source: str, program: Any) -> None:
+        self.source = source
+        self.program = program
+        self.variables = frozenset(str(v).split(".")[0] for v in program.variables())
+
+    def evaluate(self, facts: Facts) -> bool:
+        """True/False; raises ``ValueError`` when the expression cannot be evaluated."""
+        try:
+            result = self.program.execute(facts.variables(self.variables))
+        except (RuntimeError, ValueError, TypeError, KeyError) as exc:
+            raise ValueError(str(exc)) from exc
+        if not isinstance(result, bool):
+            raise ValueError(f"condition gave {type(result).__name__}, not a bool")
+        return result
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    effect: Effect
+    methods: frozenset[str]
+    names: tuple[str, ...] = ()  # exact names or glob patterns; () = every name
+    mounts: frozenset[str] = frozenset()  # () = every mount
+    when: Condition | None = None
+    scopes: tuple[str, ...] = ()
+    message: str = ""
+    index: int = 0
+
+    def matches_name(self, name: str | None) -> bool:
+        if not self.names:
+            return True
+        if name is None:
+            return False
+        return any(n == name or (_is_glob(n) and fnmatch.fnmatchcase(name, n))
+                   for n in self.names)
+
+
+def _is_glob(pattern: str) -> bool:
+    return any(c in pattern for c in "*?[")
+
+
+@dataclass(frozen=True)
+class Decision:
+    effect: Literal["allow", "deny", "step_up"]
+    rule: str | None
+    reason: str
+    message: str = ""
+    scopes: tuple[str, ...] = ()
+
+    @property
+    def allowed(self) -> bool:
+        return self.effect == "allow"
+
+
+@dataclass
+class Trace:
+    """What ``explain`` shows: each rule considered, and what its condition gave."""
+
+    steps: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, rule: Rule, outcome: str) -> None:
+        self.steps.append((rule.id, outcome))
+
+
+class _Index:
+    """Rules of one method: by exact name, plus those with patterns or no names."""
+
+    def __init__(self, rules: Iterable[Rule]) -> None:
+        self.exact: dict[str, list[Rule]] = {}
+        self.general: list[Rule] = []
+        for r in rules:
+            if r.names and not any(_is_glob(n) for n in r.names):
+                for n in r.names:
+                    self.exact.setdefault(n, []).append(r)
+            else:
+                self.general.append(r)
+
+    def candidates(self, name: str | None, mount: str) -> list[Rule]:
+        found = [r for r in self.general if r.matches_name(name)]
+        if name is not None:
+            found.extend(self.exact.get(name, ()))
+        found = [r for r in found if not r.mounts or mount in r.mounts]
+        found.sort(key=lambda r: r.index)
+        return found
+
+
+class Policy:
+    def __init__(self, rules: Iterable[Rule], *, hierarchy: ScopeHierarchy | None = None,
+                 source: str = "") -> None:
+        self.rules = tuple(rules)
+        self.hierarchy = hierarchy or ScopeHierarchy()
+        self.source = source
+        by_method: dict[str, list[Rule]] = {}
+        for r in self.rules:
+            for m in r.methods:
+                by_method.setdefault(m, []).append(r)
+        self._index = {m: _Index(rs) for m, rs in by_method.items()}
+        self._empty = _Index(())
+
+    def _candidates(self, method: str, name: str | None, mount: str) -> list[Rule]:
+        return self._index.get(method, self._empty).candidates(name, mount)
+
+    def decide(self, facts: Facts, trace: Trace | None = None) -> Decision:
+        rules = self._candidates(facts.method, facts.name, facts.mount)
+        allow: Rule | None = None
+        needed: set[str] = set()
+        requirers: list[str] = []
+        for rule in rules:
+            if rule.effect == "deny":
+                holds, note = _holds(rule, facts, on_error=True)
+                if trace is not None:
+                    trace.add(rule, note)
+                if holds:
+                    return Decision("deny", rule.id, f"denied by rule {rule.id} ({note})",
+                                    rule.message or DEFAULT_DENY_MESSAGE)
+        for rule in rules:
+            if rule.effect == "require_scopes":
+                holds, note = _holds(rule, facts, on_error=True)
+                if trace is not None:
+                    trace.add(rule, note)
+                if holds:
+                    needed.update(rule.scopes)
+                    requirers.append(rule.id)
+            elif rule.effect == "allow" and allow is None:
+                holds, note = _holds(rule, facts, on_error=False)
+                if trace is not None:
+                    trace.add(rule, note)
+                if holds:
+                    allow = rule
+        missing = self.hierarchy.missing(facts.principal.scopes, needed)
+        if missing:
+            return Decision("step_up", requirers[0],
+                            f"rules {', '.join(requirers)} need {' '.join(sorted(needed))}; "
+                            f"missing {' '.join(missing)}",
+                            f"This operation needs the scope {' '.join(missing)}.",
+                            tuple(sorted(needed)))
+        if allow is not None:
+            return Decision("allow", allow.id, f"allowed by rule {allow.id}")
+        if facts.method not in TARGETED_METHODS:
+            return Decision("allow", None, "no rule applies to this method; it carries no target")
+        return Decision("deny", None, "no rule allows this operation", DEFAULT_DENY_MESSAGE)
+
+    def visible(self, facts: Facts) -> bool:
+        """May the principal use ``facts.name`` at all? Arguments are unknown when listing:
+        a condition that reads ``args`` might hold for some call, so it neither hides (deny,
+        require_scopes) nor rules out (allow) the item."""
+        rules = self._candidates(facts.method, facts.name, facts.mount)
+        needed: set[str] = set()
+        possible = False
+        for rule in rules:
+            depends = rule.when is not None and "args" in rule.when.variables
+            if rule.effect == "deny":
+                if not depends and _holds(rule, facts, on_error=True)[0]:
+                    return False
+            elif rule.effect == "require_scopes":
+                if not depends and _holds(rule, facts, on_error=True)[0]:
+                    needed.update(rule.scopes)
+            elif depends or _holds(rule, facts, on_error=False)[0]:
+                possible = True
+        if self.hierarchy.missing(facts.principal.scopes, needed):
+            return False
+        return possible or facts.method not in TARGETED_METHODS
+
+
+def _holds(rule: Rule, facts: Facts, *, on_error: bool) -> tuple[bool, str]:
+    if rule.when is None:
+        return True, "matches (no condition)"
+    try:
+        value = rule.when.evaluate(facts)
+    except ValueError as exc:
+        return on_error, f"condition failed to evaluate ({exc}); counted as {on_error}"
+    return value, f"condition {rule.when.source!r} is {str(value).lower()}"
