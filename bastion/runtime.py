@@ -15,7 +15,7 @@ from bastion.config.model import BastionConfig, MountConfig, SecretRef, TrustedI
 from bastion.errors import BastionError, ConfigError
 from bastion.gateway.app import Gateway, GatewaySettings
 from bastion.gateway.asgi import ASGIApp
-from bastion.gateway.mount import Mount, ScopeRules
+from bastion.gateway.mount import Mount, PolicyHolder, ScopeRules
 from bastion.gateway.remote_keys import RemoteKeySource
 from bastion.gateway.upstream import Upstream
 from bastion.gateway.upstream_http import HttpUpstream
@@ -24,9 +24,10 @@ from bastion.gateway.verifier import IssuerVerifier, StaticKeySource, TokenVerif
 from bastion.net import FetchPolicy, SafeFetcher
 from bastion.oauth.rfc9728 import metadata_url
 from bastion.oauth.scopes import ScopeHierarchy
+from bastion.policy import Policy, PolicyError, load_policy
 from bastion.principal import Principal
 
-__all__ = ["Runtime", "build_runtime", "read_secret"]
+__all__ = ["Runtime", "build_runtime", "read_secret", "reload_policies"]
 
 log = logging.getLogger("bastion")
 
@@ -185,12 +186,18 @@ async def build_runtime(
     verifier = TokenVerifier(issuers, clock, is_revoked=revocation_check)
     mounts: list[Mount] = []
     upstreams: dict[str, Upstream] = {}
+    policies: dict[str, tuple[MountConfig, PolicyHolder]] = {}
     for m in config.mounts:
         resource = config.resource_for(m)
         mount_issuers = tuple(config.issuer if i == "builtin" else i for i in m.issuers)
+        holder = None
+        if m.policy is not None:
+            holder = PolicyHolder(_load_policy(m, hierarchy, source))
+            policies[m.name] = (m, holder)
         mounts.append(Mount(name=m.name, path=m.path, resource=resource,
                             resource_metadata_url=metadata_url(resource), public=m.public,
-                            issuers=mount_issuers, scopes=_scope_rules(m, hierarchy)))
+                            issuers=mount_issuers, scopes=_scope_rules(m, hierarchy),
+                            policy=holder))
         upstreams[m.name] = _upstream(config, m, source)
 
     settings = GatewaySettings(
@@ -201,4 +208,30 @@ async def build_runtime(
     )
     gateway = Gateway(settings=settings, mounts=mounts, verifier=verifier, upstreams=upstreams,
                       other=other, on_startup=startup, on_shutdown=shutdown)
+    extras["policies"] = policies
+    extras["hierarchy"] = hierarchy
     return Runtime(config=config, app=gateway, gateway=gateway, extras=extras)
+
+
+def _load_policy(m: MountConfig, hierarchy: ScopeHierarchy, source: str) -> Policy:
+    assert m.policy is not None
+    try:
+        return load_policy(m.policy, hierarchy)
+    except PolicyError as exc:
+        raise ConfigError(source, f"mounts.{m.name}.policy", str(m.policy), str(exc)) from None
+
+
+def reload_policies(runtime: Runtime) -> list[str]:
+    """Re-read every mount's policy. Each is swapped in only if it loads whole; a bad one is
+    reported and the previous one stays in force. Returns the errors."""
+    errors: list[str] = []
+    for name, (m, holder) in runtime.extras.get("policies", {}).items():
+        try:
+            policy = load_policy(m.policy, runtime.extras["hierarchy"])
+        except PolicyError as exc:
+            errors.append(str(exc))
+            log.error("policy of mount %s not reloaded, previous one stays: %s", name, exc)
+            continue
+        holder.current = policy
+        log.info("policy of mount %s reloaded (%d rules)", name, len(policy.rules))
+    return errors

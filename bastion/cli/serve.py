@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ import uvicorn
 
 from bastion.config.load import load_config
 from bastion.config.model import BastionConfig
-from bastion.runtime import Runtime, build_runtime
+from bastion.runtime import Runtime, build_runtime, reload_policies
 
 __all__ = ["register", "serve_runtime"]
 
@@ -35,6 +37,10 @@ def announce(config: BastionConfig) -> None:
 
 
 async def serve_runtime(runtime: Runtime, log_level: str) -> None:
+    # SIGHUP re-reads policies atomically: a bad file is refused, the old policy stays.
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        asyncio.get_running_loop().add_signal_handler(
+            signal.SIGHUP, lambda: reload_policies(runtime))
     cfg = runtime.config.server
     server = uvicorn.Server(uvicorn.Config(
         runtime.app, host=cfg.host, port=cfg.port, log_level=log_level, lifespan="on",

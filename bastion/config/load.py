@@ -40,8 +40,14 @@ def parse_config(
         key = _dotted(err["loc"])
         expected = _FRIENDLY.get(err["type"]) or err["msg"].removeprefix("Value error, ")
         raise ConfigError(source, key, err.get("input"), expected) from None
-    if base_dir is not None and not config.data_dir.is_absolute():
-        config = config.model_copy(update={"data_dir": (base_dir / config.data_dir).resolve()})
+    if base_dir is not None:
+        if not config.data_dir.is_absolute():
+            config = config.model_copy(update={"data_dir": (base_dir / config.data_dir).resolve()})
+        mounts = tuple(
+            m.model_copy(update={"policy": (base_dir / m.policy).resolve()})
+            if m.policy is not None and not m.policy.is_absolute() else m
+            for m in config.mounts)
+        config = config.model_copy(update={"mounts": mounts})
     return config
 
 

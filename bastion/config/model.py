@@ -151,6 +151,8 @@ class MountConfig(_Strict):
     prompt_scopes: dict[str, tuple[Scope, ...]] = Field(default_factory=dict)
     # Issuers trusted for this mount: "builtin" and/or issuer URLs of [[trusted_issuers]].
     issuers: tuple[str, ...] = ("builtin",)
+    # A policy file (TOML, conditions in CEL); with one, what no rule allows is denied.
+    policy: Path | None = None
 
     @field_validator("path")
     @classmethod

@@ -13,6 +13,7 @@ from bastion.gateway.asgi import MOUNT, ASGIApp, Receive, Scope, Send
 from bastion.gateway.bearer_auth import BearerAuth
 from bastion.gateway.envelope import McpEnvelope
 from bastion.gateway.mount import Mount
+from bastion.gateway.policy_gate import PolicyGate
 from bastion.gateway.proxy import Proxy
 from bastion.gateway.responses import send_response
 from bastion.gateway.scope_gate import ScopeGate
@@ -46,6 +47,7 @@ def build_mount_stack(
         (BearerAuth, {"verifier": verifier}),
         (McpEnvelope, {"max_body_bytes": settings.max_body_bytes}),
         (ScopeGate, {}),
+        (PolicyGate, {}),
     ]
     app = proxy
     for factory, options in reversed(layers):
@@ -86,7 +88,8 @@ class Gateway:
                 continue
             doc = metadata_document(resource=m.resource,
                                     authorization_servers=m.issuers,
-                                    scopes_supported=m.scopes.all_scopes(),
+                                    scopes_supported=sorted(set(m.scopes.all_scopes()) | (
+                                        m.policy.current.scopes() if m.policy else set())),
                                     resource_name=None)
             self.prm[WELL_KNOWN + m.path] = json.dumps(doc).encode()
         protected = [m for m in mounts if not m.public]

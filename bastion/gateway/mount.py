@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from bastion.oauth.scopes import ScopeHierarchy
+from bastion.policy import Policy
 
-__all__ = ["Mount", "ScopeRules"]
+__all__ = ["Mount", "PolicyHolder", "ScopeRules"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,13 @@ class ScopeRules:
         return tuple(sorted(out))
 
 
+class PolicyHolder:
+    """The policy in force for a mount; a reload swaps it in one assignment (atomic)."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.current = policy
+
+
 @dataclass(frozen=True)
 class Mount:
     name: str
@@ -53,3 +61,4 @@ class Mount:
     public: bool
     issuers: tuple[str, ...]
     scopes: ScopeRules
+    policy: PolicyHolder | None = None

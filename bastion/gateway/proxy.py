@@ -33,6 +33,7 @@ from bastion.gateway.list_filter import (
     rewrite_sse_event,
 )
 from bastion.gateway.mount import Mount
+from bastion.gateway.policy_gate import facts_for
 from bastion.gateway.responses import send_jsonrpc_error
 from bastion.gateway.sessions import ANONYMOUS, Session, SessionRegistry
 from bastion.gateway.upstream import Upstream, UpstreamError, UpstreamResponse, UpstreamTimeout
@@ -178,7 +179,7 @@ class Proxy:
 
         list_method = envelope.method if envelope is not None else None
         if (list_method in LIST_METHODS and status == 200 and not mount.public
-                and mount.scopes.all_scopes()):
+                and (mount.scopes.all_scopes() or mount.policy is not None)):
             await self._send_filtered(scope, send, mount, resp, out, request_id, list_method,
                                       session)
             return
@@ -218,10 +219,14 @@ class Proxy:
     ) -> None:
         principal: Principal = scope[PRINCIPAL]
         rules = mount.scopes
+        policy = mount.policy.current if mount.policy is not None else None
 
         def visible(call_method: str, name: str) -> bool:
-            return not rules.hierarchy.missing(principal.scopes,
-                                               rules.required(call_method, name))
+            # One definition, two uses: what decides calls also decides what is listed.
+            if rules.hierarchy.missing(principal.scopes, rules.required(call_method, name)):
+                return False
+            return policy is None or policy.visible(
+                facts_for(scope, mount, principal, call_method, name, {}))
 
         ctype = (resp.header("content-type") or "").split(";")[0].strip().lower()
         if ctype == "text/event-stream":

@@ -132,6 +132,10 @@ class Policy:
         self._index = {m: _Index(rs) for m, rs in by_method.items()}
         self._empty = _Index(())
 
+    def scopes(self) -> frozenset[str]:
+        """Every scope a require_scopes rule can ask for."""
+        return frozenset(s for r in self.rules for s in r.scopes)
+
     def _candidates(self, method: str, name: str | None, mount: str) -> list[Rule]:
         return self._index.get(method, self._empty).candidates(name, mount)
 

@@ -3,6 +3,7 @@ keys, the clock, the client registry and the table of protected resources."""
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from dataclasses import dataclass, field
 
@@ -39,6 +40,13 @@ def _mount_scopes(m: MountConfig) -> set[str]:
     for table in (m.tool_scopes, m.resource_scopes, m.prompt_scopes):
         for values in table.values():
             out.update(values)
+    if m.policy is not None:
+        # Scopes the mount's policy can ask for in a step-up must be grantable here.
+        from bastion.policy import PolicyError, load_policy
+
+        # A bad policy is reported by the gateway, which then refuses to start.
+        with contextlib.suppress(PolicyError):
+            out.update(load_policy(m.policy).scopes())
     return out
 
 
