@@ -20,6 +20,7 @@ VERBS: tuple[str, ...] = (
     "bastion.cli.users",
     "bastion.cli.clients",
     "bastion.cli.keys",
+    "bastion.cli.policy",
 )
 
 
