@@ -1,9 +1,8 @@
 """Storage of authorization-server state behind one interface (``Store``).
 
 ``open_store(None, data_dir)`` gives the embedded SQLite store at ``<data_dir>/bastion.db``;
-``sqlite:///path/to.db`` names another file. PostgreSQL (``postgresql://...``) fits the same
-protocol (row-level ``UPDATE ... WHERE used_at IS NULL`` and ``SELECT ... FOR UPDATE`` give the
-same atomicity) and is not implemented yet.
+``sqlite:///path/to.db`` names another file. ``postgresql://user@host/db?schema=name`` (or
+``postgres://``) gives the PostgreSQL store, its tables in schema ``name`` (optional).
 """
 
 from __future__ import annotations
@@ -61,5 +60,11 @@ async def open_store(url: str | None, data_dir: Path) -> Store:
             path = data_dir / raw.lstrip("/")
         return await SqliteStore.open(path)
     if parts.scheme in ("postgres", "postgresql"):
-        raise StoreError("the PostgreSQL store is not implemented yet; use SQLite")
+        try:  # asyncpg is an optional dependency
+            from bastion.storage.postgres import PostgresStore
+        except ImportError as exc:
+            raise StoreError(
+                "a PostgreSQL storage_url needs asyncpg: install bastion-mcp[postgres]"
+            ) from exc
+        return await PostgresStore.open(url)
     raise StoreError(f"unsupported storage_url scheme {parts.scheme!r}")
