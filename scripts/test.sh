@@ -4,7 +4,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
-scripts/bootstrap.sh --node
+scripts/bootstrap.sh --all
 
 export PATH="$here/tools/node_modules/.bin:$here/.venv/bin:$PATH"
 echo "== ruff"

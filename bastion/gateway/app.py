@@ -77,9 +77,12 @@ class Gateway:
         self.upstreams = upstreams
         self.proxy = Proxy(upstreams, self.sessions)
         self.stack = build_mount_stack(settings, verifier, self.proxy)
-        self.guard = TransportGuard(self._route_other, allowed_origins=settings.allowed_origins,
+        # Outside the MCP mounts (metadata, the authorization server's endpoints and pages)
+        # only Host is checked: metadata and the token endpoint serve browser-based clients of
+        # any origin, and the login and consent forms carry their own CSRF defences.
+        self.guard = TransportGuard(self._route_other, allowed_origins=(),
                                     check_host=settings.check_host,
-                                    allowed_hosts=settings.allowed_hosts)
+                                    allowed_hosts=settings.allowed_hosts, check_origin=False)
         self.other = other
         self.by_path = {m.path: m for m in mounts}
         self.prm: dict[str, bytes] = {}

@@ -45,8 +45,10 @@ class TransportGuard:
         allowed_origins: Iterable[str],
         check_host: bool,
         allowed_hosts: Iterable[str] = (),
+        check_origin: bool = True,
     ) -> None:
         self.app = app
+        self.check_origin = check_origin
         self.allowed_origins = frozenset(origin_of(o) for o in allowed_origins)
         self.check_host = check_host
         self.allowed_hosts = frozenset(_host_name(h) for h in allowed_hosts) | _LOOPBACK_NAMES
@@ -55,7 +57,7 @@ class TransportGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        origin = header(scope, b"origin")
+        origin = header(scope, b"origin") if self.check_origin else None
         if origin is not None and (origin == "null" or origin_of(origin)
                                    not in self.allowed_origins):
             await send_jsonrpc_error(send, JsonRpcError(

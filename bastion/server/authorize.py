@@ -264,7 +264,7 @@ async def login_get(server: AuthorizationServer, request: Request) -> Response:
     assert request_id is not None
     return pages.login_page(
         action=_path(server, "login"), request_id=request_id, csrf=found.csrf_token,
-        client_name=client.client_name or client.client_id,
+        client_name=client.client_name or client.client_id, redirect_uri=found.redirect_uri,
     )
 
 
@@ -291,6 +291,7 @@ async def login_post(server: AuthorizationServer, request: Request) -> Response:
                 action=_path(server, "login"), request_id=request_id, csrf=found.csrf_token,
                 client_name=client.client_name or client.client_id,
                 message="Wrong username or password.", status=401,
+                redirect_uri=found.redirect_uri,
             )
         now = server.clock.now()
         session_id = new_secret()

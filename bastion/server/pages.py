@@ -27,7 +27,9 @@ PAGE_HEADERS: dict[str, str] = {
     ),
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # same-origin, not no-referrer: with no-referrer a browser sends "Origin: null" on the
+    # form posts, and the origin is what shows a post came from these pages.
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 
@@ -40,13 +42,33 @@ _STYLE = (
 )
 
 
-def page(title: str, body: str, *, status: int = 200) -> HTMLResponse:
+def page(title: str, body: str, *, status: int = 200, redirect_uri: str | None = None
+         ) -> HTMLResponse:
+    """A page with the framing and CSP headers. ``redirect_uri``: where a form on this page
+    may end up (browsers apply ``form-action`` to the redirect that follows a post)."""
     html = (
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
         f"<meta name=\"viewport\" content=\"width=device-width\"><title>{escape(title)}</title>"
         f"<style>{_STYLE}</style></head><body>{body}</body></html>"
     )
-    return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
+    headers = dict(PAGE_HEADERS)
+    target = _origin(redirect_uri) if redirect_uri else None
+    if target:
+        headers["Content-Security-Policy"] = headers["Content-Security-Policy"].replace(
+            "form-action 'self'", f"form-action 'self' {target}")
+    return HTMLResponse(html, status_code=status, headers=headers)
+
+
+def _origin(uri: str) -> str | None:
+    """scheme://host[:port] of an http(s) redirect URI, for a CSP source; else None."""
+    from urllib.parse import urlsplit
+
+    p = urlsplit(uri)
+    if p.scheme not in ("http", "https") or not p.hostname:
+        return None
+    if any(c in p.netloc for c in " ;,'\""):
+        return None
+    return f"{p.scheme}://{p.netloc.rsplit('@', 1)[-1]}"
 
 
 def error_page(error: str, description: str, *, status: int = 400) -> HTMLResponse:
@@ -68,7 +90,7 @@ def _hidden(request_id: str, csrf: str) -> str:
 
 def login_page(
     *, action: str, request_id: str, csrf: str, client_name: str, message: str | None = None,
-    status: int = 200,
+    status: int = 200, redirect_uri: str | None = None,
 ) -> HTMLResponse:
     msg = f"<p class=\"err\">{escape(message)}</p>" if message else ""
     body = (
@@ -80,7 +102,8 @@ def login_page(
         "autocomplete=\"current-password\" required></label>"
         "<button type=\"submit\">Sign in</button></form>"
     )
-    return page("Sign in", body, status=status)
+    # With consent already given, the login post goes straight back to the client.
+    return page("Sign in", body, status=status, redirect_uri=redirect_uri)
 
 
 def host_of(uri: str) -> str:
@@ -121,11 +144,15 @@ def consent_page(
     scope_items = "".join(f"<li><code>{escape(s)}</code></li>" for s in scopes) or (
         "<li>(no specific permissions)</li>"
     )
+    identity = (
+        f"<dt>Application identifier host</dt><dd><code>{escape(host_of(client_id))}</code></dd>"
+        if client_id.startswith("https://")
+        else f"<dt>Application ID</dt><dd><code>{escape(client_id)}</code></dd>"
+    )
     body = (
         f"<h1>Allow {escape(client_name)}?</h1>"
         f"<p>Signed in as <strong>{escape(username)}</strong>.</p>{warnings}<dl>"
-        f"<dt>Application</dt><dd>{escape(client_name)}</dd>"
-        f"<dt>Application identifier host</dt><dd><code>{escape(host_of(client_id))}</code></dd>"
+        f"<dt>Application</dt><dd>{escape(client_name)}</dd>{identity}"
         f"<dt>You will be sent back to</dt><dd><code>{escape(host_of(redirect_uri))}</code>"
         f" ({escape(redirect_uri)})</dd>"
         f"<dt>Access to</dt><dd>{escape(resource_name)} <code>{escape(resource)}</code></dd>"
@@ -134,4 +161,4 @@ def consent_page(
         "<button type=\"submit\" name=\"decision\" value=\"approve\">Allow</button>"
         "<button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button></form>"
     )
-    return page("Allow access", body)
+    return page("Allow access", body, redirect_uri=redirect_uri)

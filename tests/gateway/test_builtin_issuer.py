@@ -88,3 +88,22 @@ async def test_revoked_builtin_token_is_refused(env: Env) -> None:
         await asyncio.sleep(0.5)
     assert r.status_code == 401
     assert "revoked" in r.headers["www-authenticate"]
+
+
+async def test_ts01_origin_is_checked_on_mounts_but_not_on_public_metadata(env: Env) -> None:
+    foreign = {"origin": "http://localhost:6274"}
+    async with httpx.AsyncClient(timeout=10) as c:
+        meta = await c.get(env.base + "/.well-known/oauth-authorization-server",
+                           headers=foreign)
+        prm = await c.get(env.base + "/.well-known/oauth-protected-resource/mcp/demo",
+                          headers=foreign)
+        mcp = await c.post(env.base + "/mcp/demo", json=call("echo", {"text": "x"}),
+                           headers={**MODERN_HEADERS, **foreign, "mcp-method": "tools/call",
+                                    "mcp-name": "echo",
+                                    "authorization": f"Bearer {env.token()}"})
+        rebind = await c.get(env.base + "/.well-known/oauth-authorization-server",
+                             headers={"host": "attacker.example"})
+    assert meta.status_code == 200
+    assert prm.status_code == 200
+    assert mcp.status_code == 403
+    assert rebind.status_code == 421

@@ -23,7 +23,10 @@ async def test_bp03_framing_headers_on_login_and_consent(h: Harness) -> None:
     r = await h.http.get("/authorize", params=params)
     login = await h.http.get(r.headers["location"])
     for page in (login, await h.http.get(await _to_consent(h))):
-        assert page.headers["content-security-policy"] == CSP
+        # form-action admits exactly the pending request's redirect origin, nothing else.
+        assert page.headers["content-security-policy"] == CSP.replace(
+            "form-action 'self'", "form-action 'self' http://localhost:3000")
+        assert page.headers["referrer-policy"] == "same-origin"
         assert page.headers["x-frame-options"] == "DENY"
         assert "<script" not in page.text
 
