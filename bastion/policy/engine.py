@@ -19,10 +19,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import cel
+
 from bastion.oauth.scopes import ScopeHierarchy
 from bastion.policy.facts import Facts
 
-__all__ = ["TARGETED_METHODS", "Decision", "Policy", "Rule", "Trace"]
+__all__ = ["TARGETED_METHODS", "Bindings", "Decision", "Policy", "Rule", "Trace"]
 
 Effect = Literal["allow", "deny", "require_scopes"]
 TARGETED_METHODS = frozenset({"tools/call", "prompts/get", "resources/read",
@@ -38,15 +40,33 @@ class Condition:
         self.program = program
         self.variables = frozenset(str(v).split(".")[0] for v in program.variables())
 
-    def evaluate(self, facts: Facts) -> bool:
+    def evaluate(self, facts: Facts | Bindings) -> bool:
         """True/False; raises ``ValueError`` when the expression cannot be evaluated."""
+        bindings = facts if isinstance(facts, Bindings) else Bindings(facts)
         try:
-            result = self.program.execute(facts.variables(self.variables))
+            result = self.program.execute(bindings.context(self.variables))
         except (RuntimeError, ValueError, TypeError, KeyError) as exc:
             raise ValueError(str(exc)) from exc
         if not isinstance(result, bool):
             raise ValueError(f"condition gave {type(result).__name__}, not a bool")
         return result
+
+
+class Bindings:
+    """The CEL variables of one decision, converted once and shared by every condition."""
+
+    def __init__(self, facts: Facts) -> None:
+        self.facts = facts
+        self._context = cel.Context()
+        self._bound: set[str] = set()
+
+    def context(self, names: frozenset[str]) -> Any:
+        missing = names - self._bound
+        if missing:
+            for name, value in self.facts.variables(frozenset(missing)).items():
+                self._context.add_variable(name, value)
+            self._bound |= missing
+        return self._context
 
 
 @dataclass(frozen=True)
@@ -141,12 +161,13 @@ class Policy:
 
     def decide(self, facts: Facts, trace: Trace | None = None) -> Decision:
         rules = self._candidates(facts.method, facts.name, facts.mount)
+        bindings = Bindings(facts)
         allow: Rule | None = None
         needed: set[str] = set()
         requirers: list[str] = []
         for rule in rules:
             if rule.effect == "deny":
-                holds, note = _holds(rule, facts, on_error=True)
+                holds, note = _holds(rule, bindings, on_error=True)
                 if trace is not None:
                     trace.add(rule, note)
                 if holds:
@@ -154,14 +175,14 @@ class Policy:
                                     rule.message or DEFAULT_DENY_MESSAGE)
         for rule in rules:
             if rule.effect == "require_scopes":
-                holds, note = _holds(rule, facts, on_error=True)
+                holds, note = _holds(rule, bindings, on_error=True)
                 if trace is not None:
                     trace.add(rule, note)
                 if holds:
                     needed.update(rule.scopes)
                     requirers.append(rule.id)
             elif rule.effect == "allow" and allow is None:
-                holds, note = _holds(rule, facts, on_error=False)
+                holds, note = _holds(rule, bindings, on_error=False)
                 if trace is not None:
                     trace.add(rule, note)
                 if holds:
@@ -184,28 +205,29 @@ class Policy:
         a condition that reads ``args`` might hold for some call, so it neither hides (deny,
         require_scopes) nor rules out (allow) the item."""
         rules = self._candidates(facts.method, facts.name, facts.mount)
+        bindings = Bindings(facts)
         needed: set[str] = set()
         possible = False
         for rule in rules:
             depends = rule.when is not None and "args" in rule.when.variables
             if rule.effect == "deny":
-                if not depends and _holds(rule, facts, on_error=True)[0]:
+                if not depends and _holds(rule, bindings, on_error=True)[0]:
                     return False
             elif rule.effect == "require_scopes":
-                if not depends and _holds(rule, facts, on_error=True)[0]:
+                if not depends and _holds(rule, bindings, on_error=True)[0]:
                     needed.update(rule.scopes)
-            elif depends or _holds(rule, facts, on_error=False)[0]:
+            elif depends or _holds(rule, bindings, on_error=False)[0]:
                 possible = True
         if self.hierarchy.missing(facts.principal.scopes, needed):
             return False
         return possible or facts.method not in TARGETED_METHODS
 
 
-def _holds(rule: Rule, facts: Facts, *, on_error: bool) -> tuple[bool, str]:
+def _holds(rule: Rule, bindings: Bindings, *, on_error: bool) -> tuple[bool, str]:
     if rule.when is None:
         return True, "matches (no condition)"
     try:
-        value = rule.when.evaluate(facts)
+        value = rule.when.evaluate(bindings)
     except ValueError as exc:
         return on_error, f"condition failed to evaluate ({exc}); counted as {on_error}"
     return value, f"condition {rule.when.source!r} is {str(value).lower()}"

@@ -1,0 +1,70 @@
+"""Policy decision time for 20 and 200 rules, p50 and p99 (target: p50 <= 20 us at 200).
+
+Baseline in the same run: the same decision with a policy of 1 rule, so the ratio shows what
+the rule count costs (it should cost almost nothing: rules are indexed by method and name, and
+only the applicable conditions are evaluated)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bastion.policy import Facts, parse_policy  # noqa: E402
+from bastion.principal import Principal  # noqa: E402
+
+
+def policy_with(n: int):  # type: ignore[no-untyped-def]
+    rules = []
+    for i in range(n):
+        rules.append({"id": f"allow-{i}", "effect": "allow", "tools": f"tool_{i}",
+                      "when": f'args.amount <= {i * 10 + 100} && args.path.startsWith("/data/")'})
+    rules.append({"id": "secrets", "effect": "deny", "tools": "*",
+                  "when": 'has(args.path) && args.path.contains("/secrets/")'})
+    rules.append({"id": "scope", "effect": "require_scopes", "tools": "tool_*",
+                  "scopes": ["files:write"]})
+    return parse_policy({"rules": rules}, source=f"{n} rules")
+
+
+def measure(n: int, rounds: int = 20000) -> dict[str, float]:
+    policy = policy_with(n)
+    principal = Principal(issuer="i", subject="alice", client_id="c",
+                          scopes=frozenset({"files:write"}), audience=(), expires_at=0)
+    facts = Facts(principal=principal, mount="m", method="tools/call", name=f"tool_{n - 1}",
+                  arguments={"amount": 50, "path": "/data/x"})
+    assert policy.decide(facts).allowed
+    for _ in range(2000):
+        policy.decide(facts)
+    samples = []
+    for _ in range(rounds):
+        t = time.perf_counter_ns()
+        policy.decide(facts)
+        samples.append(time.perf_counter_ns() - t)
+    samples.sort()
+    return {"rules": n, "p50_us": samples[len(samples) // 2] / 1000,
+            "p99_us": samples[int(len(samples) * 0.99)] / 1000}
+
+
+def main() -> None:
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {1})
+    base = measure(1)
+    rows = [base, measure(20), measure(200)]
+    print(f"{'rules':>6}{'p50 us':>10}{'p99 us':>10}{'p50 vs 1 rule':>16}")
+    for r in rows:
+        print(f"{r['rules']:>6}{r['p50_us']:>10.1f}{r['p99_us']:>10.1f}"
+              f"{r['p50_us'] / base['p50_us']:>15.2f}x")
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"policy_decision-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    path.write_text(json.dumps(rows, indent=2))
+    print(f"wrote {path.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
