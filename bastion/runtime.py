@@ -25,6 +25,7 @@ from bastion.net import FetchPolicy, SafeFetcher
 from bastion.oauth.rfc9728 import metadata_url
 from bastion.oauth.scopes import ScopeHierarchy
 from bastion.policy import Policy, PolicyError, load_policy
+from bastion.policy.ratelimit import BucketStore, LocalBuckets, RateLimit, RedisBuckets
 from bastion.principal import Principal
 
 __all__ = ["Runtime", "build_runtime", "read_secret", "reload_policies"]
@@ -194,10 +195,11 @@ async def build_runtime(
         if m.policy is not None:
             holder = PolicyHolder(_load_policy(m, hierarchy, source))
             policies[m.name] = (m, holder)
+        limits = tuple(RateLimit(r.key, r.per_minute, r.burst) for r in m.rate_limits)
         mounts.append(Mount(name=m.name, path=m.path, resource=resource,
                             resource_metadata_url=metadata_url(resource), public=m.public,
                             issuers=mount_issuers, scopes=_scope_rules(m, hierarchy),
-                            policy=holder))
+                            policy=holder, rate_limits=limits))
         upstreams[m.name] = _upstream(config, m, source)
 
     settings = GatewaySettings(
@@ -206,8 +208,15 @@ async def build_runtime(
         allowed_hosts=config.server.allowed_hosts,
         max_body_bytes=config.server.max_body_bytes,
     )
+    buckets: BucketStore = LocalBuckets()
+    if config.redis_url is not None:
+        import redis.asyncio
+
+        client = redis.asyncio.from_url(config.redis_url)
+        buckets = RedisBuckets(client)
+        shutdown.append(client.aclose)
     gateway = Gateway(settings=settings, mounts=mounts, verifier=verifier, upstreams=upstreams,
-                      other=other, on_startup=startup, on_shutdown=shutdown)
+                      other=other, buckets=buckets, on_startup=startup, on_shutdown=shutdown)
     extras["policies"] = policies
     extras["hierarchy"] = hierarchy
     return Runtime(config=config, app=gateway, gateway=gateway, extras=extras)

@@ -18,6 +18,7 @@ __all__ = [
     "BastionConfig",
     "ClientConfig",
     "MountConfig",
+    "RateLimitConfig",
     "SecretRef",
     "ServerConfig",
     "TrustedIssuerConfig",
@@ -136,6 +137,14 @@ class UpstreamConfig(_Strict):
         return self
 
 
+class RateLimitConfig(_Strict):
+    """A token bucket: ``per_minute`` refill, ``burst`` capacity, one bucket per ``key``."""
+
+    key: Literal["principal", "client", "tool", "principal+tool"] = "principal"
+    per_minute: float = Field(gt=0, le=1_000_000)
+    burst: int = Field(default=10, ge=1, le=1_000_000)
+
+
 class MountConfig(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     path: str = Field(pattern=r"^(/[A-Za-z0-9._~-]+)+$")
@@ -153,6 +162,7 @@ class MountConfig(_Strict):
     issuers: tuple[str, ...] = ("builtin",)
     # A policy file (TOML, conditions in CEL); with one, what no rule allows is denied.
     policy: Path | None = None
+    rate_limits: tuple[RateLimitConfig, ...] = ()
 
     @field_validator("path")
     @classmethod
@@ -236,6 +246,9 @@ class BastionConfig(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     data_dir: Path = Path("bastion-data")
     storage_url: str | None = None
+    # Shared short-lived state for several replicas (rate-limit buckets), e.g.
+    # "redis://127.0.0.1:6379/0". Unset: in-process.
+    redis_url: str | None = None
     authorization_server: AuthorizationServerConfig = Field(
         default_factory=AuthorizationServerConfig
     )

@@ -15,6 +15,7 @@ from bastion.gateway.envelope import McpEnvelope
 from bastion.gateway.mount import Mount
 from bastion.gateway.policy_gate import PolicyGate
 from bastion.gateway.proxy import Proxy
+from bastion.gateway.rate_limit import RateLimiter
 from bastion.gateway.responses import send_response
 from bastion.gateway.scope_gate import ScopeGate
 from bastion.gateway.sessions import SessionRegistry
@@ -22,6 +23,7 @@ from bastion.gateway.transport_guard import TransportGuard
 from bastion.gateway.upstream import Upstream
 from bastion.gateway.verifier import TokenVerifier
 from bastion.oauth.rfc9728 import WELL_KNOWN, metadata_document
+from bastion.policy.ratelimit import BucketStore, LocalBuckets
 
 __all__ = ["Gateway", "GatewaySettings", "build_mount_stack"]
 
@@ -37,7 +39,8 @@ class GatewaySettings:
 
 
 def build_mount_stack(
-    settings: GatewaySettings, verifier: TokenVerifier, proxy: ASGIApp
+    settings: GatewaySettings, verifier: TokenVerifier, proxy: ASGIApp,
+    buckets: BucketStore | None = None,
 ) -> ASGIApp:
     """The request path of every mount, outermost first."""
     layers: list[tuple[Callable[..., ASGIApp], dict[str, Any]]] = [
@@ -48,6 +51,7 @@ def build_mount_stack(
         (McpEnvelope, {"max_body_bytes": settings.max_body_bytes}),
         (ScopeGate, {}),
         (PolicyGate, {}),
+        (RateLimiter, {"buckets": buckets or LocalBuckets()}),
     ]
     app = proxy
     for factory, options in reversed(layers):
@@ -69,6 +73,7 @@ class Gateway:
         verifier: TokenVerifier,
         upstreams: Mapping[str, Upstream],
         other: ASGIApp | None = None,
+        buckets: BucketStore | None = None,
         on_startup: Sequence[Hook] = (),
         on_shutdown: Sequence[Hook] = (),
     ) -> None:
@@ -76,7 +81,7 @@ class Gateway:
         self.sessions = SessionRegistry()
         self.upstreams = upstreams
         self.proxy = Proxy(upstreams, self.sessions)
-        self.stack = build_mount_stack(settings, verifier, self.proxy)
+        self.stack = build_mount_stack(settings, verifier, self.proxy, buckets)
         # Outside the MCP mounts (metadata, the authorization server's endpoints and pages)
         # only Host is checked: metadata and the token endpoint serve browser-based clients of
         # any origin, and the login and consent forms carry their own CSRF defences.

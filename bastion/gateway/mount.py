@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from bastion.oauth.scopes import ScopeHierarchy
 from bastion.policy import Policy
+from bastion.policy.ratelimit import RateLimit
 
 __all__ = ["Mount", "PolicyHolder", "ScopeRules"]
 
@@ -62,3 +63,4 @@ class Mount:
     issuers: tuple[str, ...]
     scopes: ScopeRules
     policy: PolicyHolder | None = None
+    rate_limits: tuple[RateLimit, ...] = ()
