@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from bastion.config.load import load_config
+from bastion.policy import load_policy
 
 __all__ = ["register"]
 
@@ -28,10 +29,16 @@ def run(args: argparse.Namespace) -> int:
     if path.exists() and not args.force:
         print(f"bastion: {path} exists; use --force to overwrite", file=sys.stderr)
         return 1
-    text = resources.files("bastion.cli").joinpath("starter.toml").read_text("utf-8")
+    package = resources.files("bastion.cli")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, "utf-8")
+    path.write_text(package.joinpath("starter.toml").read_text("utf-8"), "utf-8")
+    policy = path.parent / "policy.toml"
+    if not policy.exists():
+        policy.write_text(package.joinpath("starter-policy.toml").read_text("utf-8"), "utf-8")
     config = load_config(path)  # the starter must itself be valid
+    for m in config.mounts:
+        if m.policy is not None:
+            load_policy(m.policy)  # and so must its policy
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    print(f"wrote {path}; data folder {config.data_dir}")
+    print(f"wrote {path} and {policy}; data folder {config.data_dir}")
     return 0

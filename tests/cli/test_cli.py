@@ -93,3 +93,10 @@ def test_missing_upstream_secret_is_a_clear_error(tmp_path: Path) -> None:
     assert r.returncode == 2
     assert "mounts.a.upstream.bearer" in r.stderr
     assert "BASTION_TEST_UNSET_VARIABLE" in r.stderr
+
+
+def test_init_writes_a_starter_policy_whose_tests_pass(tmp_path: Path) -> None:
+    assert bastion("init", cwd=tmp_path).returncode == 0
+    r = bastion("policy", "test", str(tmp_path / "policy.toml"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "3 passed, 0 failed" in r.stdout
