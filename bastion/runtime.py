@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import logging
+import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 from starlette.applications import Starlette
 
 from bastion.clock import Clock, SystemClock
@@ -123,8 +125,23 @@ def _upstream(config: BastionConfig, m: MountConfig, source: str) -> Upstream:
                          timeout=config.server.request_timeout_seconds)
 
 
-def _external_verifier(t: TrustedIssuerConfig, source: str) -> IssuerVerifier:
-    fetcher = SafeFetcher(FetchPolicy(allow_http_loopback=t.allow_http_loopback))
+def outbound_tls(config: BastionConfig, source: str) -> ssl.SSLContext | None:
+    """The trust store for the SSRF-safe fetcher: the public one, plus ``tls_ca_file``."""
+    if config.tls_ca_file is None:
+        return None
+    context = httpx.create_ssl_context(trust_env=False)
+    try:
+        context.load_verify_locations(cafile=str(config.tls_ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(source, "tls_ca_file", str(config.tls_ca_file),
+                          f"a readable PEM file of CA certificates ({exc})") from None
+    return context
+
+
+def _external_verifier(t: TrustedIssuerConfig, source: str,
+                       tls: ssl.SSLContext | None) -> IssuerVerifier:
+    fetcher = SafeFetcher(FetchPolicy(allow_http_loopback=t.allow_http_loopback),
+                          ssl_context=tls)
     introspection = None
     if t.introspection_endpoint is not None:
         if t.introspection_client_id is None or t.introspection_client_secret is None:
@@ -147,6 +164,7 @@ async def build_runtime(
     clock = clock or SystemClock()
     base = config.server.base_url
     hierarchy = ScopeHierarchy(config.scope_implies)
+    tls = outbound_tls(config, source)
     issuers: dict[str, IssuerVerifier] = {}
     other: ASGIApp | None = None
     startup: list[Any] = []
@@ -170,7 +188,8 @@ async def build_runtime(
 
         store = await open_store(config.storage_url, config.data_dir)
         cimd_http = SafeFetcher(cimd_fetch_policy(
-            allow_http_loopback=config.authorization_server.allow_http_loopback))
+            allow_http_loopback=config.authorization_server.allow_http_loopback),
+            ssl_context=tls)
         cimd = SafeDocumentFetcher(cimd_http)
         routes = build_authorization_server_routes(config, store, keys, clock, cimd)
         other = Starlette(routes=routes)
@@ -182,7 +201,7 @@ async def build_runtime(
         shutdown.extend([store.close, cimd_http.aclose])
         extras.update(store=store, keys=keys)
     for t in config.trusted_issuers:
-        issuers[t.issuer] = _external_verifier(t, source)
+        issuers[t.issuer] = _external_verifier(t, source, tls)
 
     verifier = TokenVerifier(issuers, clock, is_revoked=revocation_check)
     mounts: list[Mount] = []

@@ -246,6 +246,9 @@ class BastionConfig(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     data_dir: Path = Path("bastion-data")
     storage_url: str | None = None
+    # Extra CA certificates (PEM) trusted for outbound fetches (client metadata documents,
+    # external JWKS and metadata), besides the public trust store: for private CAs.
+    tls_ca_file: Path | None = None
     # Shared short-lived state for several replicas (rate-limit buckets), e.g.
     # "redis://127.0.0.1:6379/0". Unset: in-process.
     redis_url: str | None = None
