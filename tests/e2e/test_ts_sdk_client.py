@@ -48,3 +48,43 @@ def test_typescript_sdk_client_registers_authorizes_and_calls_a_tool(
     assert "add" in out["tools"]
     assert "write_note" not in out["tools"]  # demo:read only hides the write tool
     assert out["addResult"] == {"result": 5}, shown
+
+
+async def test_typescript_sdk_client_with_a_client_id_metadata_document(
+        tmp_path: Path, node: Path) -> None:
+    """The CIMD variant: the SDK's ``clientMetadataUrl`` is its client_id; no registration."""
+    import asyncio
+    import time
+    import uuid
+
+    from bastion.config.load import parse_config
+    from bastion.demo.server import make_http_app
+    from bastion.passwords import hash_password
+    from bastion.runtime import build_runtime
+    from bastion.storage.base import UserRecord
+    from tests.e2e.test_cimd_sdk_oauth import REDIRECT, https_document_host
+    from tests.support import serve
+
+    require_package("@modelcontextprotocol/sdk")
+    async with https_document_host(tmp_path) as (cimd_url, ca_file, hits), \
+            serve(make_http_app()) as upstream:
+        port = free_port()
+        runtime = await build_runtime(parse_config({
+            "data_dir": str(tmp_path / "data"), "server": {"port": port},
+            "tls_ca_file": str(ca_file), "authorization_server": {"allow_http_loopback": True},
+            "mounts": [{"name": "demo", "path": "/mcp/demo", "scopes": ["demo:read"],
+                        "upstream": {"url": upstream + "/mcp"}}]}, source="test"),
+            source="test")
+        await runtime.extras["store"].create_user(UserRecord(
+            "tess", uuid.uuid4().hex, hash_password("pw-tess-1"), time.time()))
+        async with serve(runtime.app, port) as base:
+            out = await asyncio.to_thread(run_node_script, node, "ts_sdk_client.mjs", {
+                "endpoint": base + "/mcp/demo", "username": "tess", "password": "pw-tess-1",
+                "redirectUri": REDIRECT, "clientMetadataUrl": cimd_url, "timeoutMs": 60_000},
+                timeout=90)
+    shown = {k: v for k, v in out.items() if k != "consentPage"}
+    assert out["ok"], json.dumps(shown, indent=1)
+    assert out["clientId"] == cimd_url, shown
+    assert hits, "the AS fetched the metadata document"
+    assert "CIMD e2e client" in out["consentPage"]
+    assert out["addResult"] == {"result": 5}, shown

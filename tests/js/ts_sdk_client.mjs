@@ -6,7 +6,7 @@
 // The script only observes; tests/e2e/test_ts_sdk_client.py asserts.
 //
 // Usage: node ts_sdk_client.mjs '<json>' with
-//   {endpoint, username, password, redirectUri, timeoutMs?}
+//   {endpoint, username, password, redirectUri, clientMetadataUrl?, timeoutMs?}
 // Prints one JSON line on stdout; exit status 0 when the tool call came back.
 
 import { toolsRequire } from './tools.mjs';
@@ -41,6 +41,9 @@ class MemoryProvider {
   }
 
   get redirectUrl() { return this.redirectUri; }
+
+  // CIMD: when set, the SDK uses this https URL as its client_id (no registration).
+  get clientMetadataUrl() { return opts.clientMetadataUrl; }
 
   get clientMetadata() {
     return {
