@@ -6,7 +6,7 @@ import ipaddress
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -210,8 +210,19 @@ class ClientConfig(_Strict):
         "none", "client_secret_basic", "client_secret_post", "private_key_jwt"
     ] = "none"  # noqa: S105 - a method name, not a secret
     jwks_uri: str | None = None
+    # The client's public keys inline (private_key_jwt), instead of jwks_uri.
+    jwks: dict[str, Any] | None = None
     grant_types: tuple[str, ...] = ("authorization_code", "refresh_token")
     scope: str | None = None
+
+    @model_validator(mode="after")
+    def _keys_for_private_key_jwt(self) -> ClientConfig:
+        if self.token_endpoint_auth_method == "private_key_jwt" and not (  # noqa: S105
+                self.jwks_uri or self.jwks):
+            raise ValueError("private_key_jwt needs the client's keys: jwks_uri or jwks")
+        if self.token_endpoint_auth_method.startswith("client_secret") and self.secret is None:
+            raise ValueError(f"{self.token_endpoint_auth_method} needs a secret")
+        return self
 
 
 class AuthorizationServerConfig(_Strict):

@@ -68,6 +68,10 @@ def metadata_document(
         # OIDC discovery fields a client may look for; Bastion issues no ID tokens.
         "subject_types_supported": ["public"],
     }
+    if "private_key_jwt" in token_endpoint_auth_methods:
+        from bastion.oauth.rfc9068 import ASYMMETRIC_ALGORITHMS
+
+        doc["token_endpoint_auth_signing_alg_values_supported"] = list(ASYMMETRIC_ALGORITHMS)
     if registration:
         doc["registration_endpoint"] = base + "/register"
     return doc

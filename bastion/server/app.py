@@ -31,7 +31,8 @@ __all__ = ["TOKEN_ENDPOINT_AUTH_METHODS", "build_authorization_server",
            "build_authorization_server_routes"]
 
 # private_key_jwt is not implemented yet, so it is not advertised.
-TOKEN_ENDPOINT_AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post")
+TOKEN_ENDPOINT_AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post",
+                               "private_key_jwt")
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
 
 Handler = Callable[[AuthorizationServer, Request], Awaitable[Response]]
@@ -47,7 +48,8 @@ def build_authorization_server(
     settings = config.authorization_server
     resolver = CimdResolver(cimd_fetcher, settings, clock) if cimd_fetcher is not None else None
     registry = ClientRegistry(
-        settings, store, clock, resolver, allow_http_loopback=settings.allow_http_loopback
+        settings, store, clock, resolver, allow_http_loopback=settings.allow_http_loopback,
+        jwks_fetcher=cimd_fetcher,
     )
     return AuthorizationServer(
         config=config, store=store, keys=keys, clock=clock, clients=registry,

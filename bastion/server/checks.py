@@ -182,7 +182,8 @@ async def form_has_no_repeats(server: AuthorizationServer, req: TokenRequest) ->
 
 
 async def client_is_authenticated(server: AuthorizationServer, req: TokenRequest) -> None:
-    req.auth = await server.clients.authenticate(req.form, req.authorization)
+    req.auth = await server.clients.authenticate(
+        req.form, req.authorization, audiences=(server.endpoint("token"), server.issuer))
 
 
 async def grant_type_is_supported(server: AuthorizationServer, req: TokenRequest) -> None:

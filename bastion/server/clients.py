@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import base64
 import hmac
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import unquote
+
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
 
 from bastion.clock import Clock
 from bastion.config.model import AuthorizationServerConfig, ClientConfig, SecretRef
 from bastion.errors import InvalidClient, InvalidRequest
-from bastion.oauth import cimd
+from bastion.oauth import cimd, rfc7523
 from bastion.storage.base import ClientRecord, Store, hash_secret
 
 __all__ = [
@@ -146,7 +150,7 @@ class CimdResolver:
 @dataclass(frozen=True, slots=True)
 class ClientAuthentication:
     client: ClientRecord
-    method: str  # "none", "client_secret_basic" or "client_secret_post"
+    method: str  # "none", "client_secret_basic", "client_secret_post" or "private_key_jwt"
     basic_attempted: bool
 
     @property
@@ -163,8 +167,12 @@ class ClientRegistry:
         cimd_resolver: CimdResolver | None,
         *,
         allow_http_loopback: bool = False,
+        jwks_fetcher: DocumentFetcher | None = None,
     ) -> None:
         self._configured = {c.client_id: c for c in config.clients}
+        self._jwks_fetcher = jwks_fetcher
+        self._jwks_cache: dict[str, tuple[KeySet, float]] = {}
+        self._assertions_seen: dict[str, float] = {}
         self._config_records: dict[str, ClientRecord] = {}
         self._store = store
         self._clock = clock
@@ -198,9 +206,12 @@ class ClientRegistry:
         return stored
 
     async def authenticate(
-        self, form: Mapping[str, str], authorization: str | None
+        self, form: Mapping[str, str], authorization: str | None,
+        audiences: tuple[str, ...] = (),
     ) -> ClientAuthentication:
         """Client authentication at the token, revocation and introspection endpoints."""
+        if "client_assertion" in form or "client_assertion_type" in form:
+            return await self._authenticate_assertion(form, authorization, audiences)
         basic_id, basic_secret = _parse_basic(authorization)
         basic = basic_id is not None
         post_secret = form.get("client_secret")
@@ -229,9 +240,92 @@ class ClientRegistry:
             raise InvalidClient("client authentication failed")
         allowed = client.token_endpoint_auth_method
         # basic and post carry the same secret; accept either for a secret-based client.
+        # A private_key_jwt client has no secret, so it never gets here.
         if allowed not in ("client_secret_basic", "client_secret_post"):
             raise InvalidClient("client authentication failed")
         return ClientAuthentication(client, method, basic)
+
+
+    # --- private_key_jwt (RFC 7523 §2.2) ----------------------------------------------------
+
+    async def _authenticate_assertion(
+        self, form: Mapping[str, str], authorization: str | None, audiences: tuple[str, ...]
+    ) -> ClientAuthentication:
+        if authorization is not None or "client_secret" in form:
+            raise InvalidRequest("use one client authentication method, not two")
+        if form.get("client_assertion_type") != rfc7523.ASSERTION_TYPE:
+            raise InvalidClient("unsupported client_assertion_type")
+        assertion = form.get("client_assertion", "")
+        client_id = form.get("client_id") or _unverified_sub(assertion)
+        if not client_id or not audiences:
+            raise InvalidClient("client authentication failed")
+        try:
+            client = await self.get(client_id)
+        except InvalidClient:
+            raise InvalidClient("client authentication failed") from None
+        if client.token_endpoint_auth_method != "private_key_jwt":  # noqa: S105
+            raise InvalidClient("this client does not authenticate with private_key_jwt")
+        keys = await self._client_keys(client)
+        now = self._clock.now()
+        jti, exp = rfc7523.verify_client_assertion(assertion, keys, client_id=client_id,
+                                                   audiences=audiences, now=now)
+        # Single use until it expires (RFC 7523 §3 item 7).
+        seen = self._assertions_seen
+        for old in [k for k, v in seen.items() if v < now]:
+            del seen[old]
+        key = f"{client_id}\x00{jti}"
+        if key in seen:
+            raise InvalidClient("the client assertion was already used")
+        if len(seen) >= 100_000:
+            raise InvalidClient("too many client assertions in flight; try again shortly")
+        seen[key] = exp + rfc7523.LEEWAY
+        return ClientAuthentication(client, "private_key_jwt", False)
+
+    async def _client_keys(self, client: ClientRecord) -> KeySet:
+        configured = self._configured.get(client.client_id)
+        if configured is not None and configured.jwks is not None:
+            return _public_keys(configured.jwks)
+        if client.jwks_uri is None or self._jwks_fetcher is None:
+            raise InvalidClient("the client's keys are not known")
+        now = self._clock.now()
+        cached = self._jwks_cache.get(client.jwks_uri)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        try:
+            status, _, body = await self._jwks_fetcher.get(client.jwks_uri)
+            if status != 200:
+                raise ValueError(f"HTTP {status}")
+            keys = _public_keys(json.loads(body))
+        except Exception as exc:  # any fetch or parse failure: fail closed
+            raise InvalidClient("the client's keys cannot be fetched") from exc
+        self._jwks_cache[client.jwks_uri] = (keys, now + JWKS_CACHE_SECONDS)
+        return keys
+
+
+JWKS_CACHE_SECONDS = 300.0
+
+
+def _public_keys(jwks: Mapping[str, Any]) -> KeySet:
+    keys = jwks.get("keys")
+    if not isinstance(keys, list):
+        raise InvalidClient("the client's JWKS has no keys")
+    public = [k for k in keys if isinstance(k, dict) and k.get("kty") in ("EC", "RSA", "OKP")
+              and "d" not in k]
+    try:
+        return KeySet.import_key_set({"keys": public})
+    except (JoseError, ValueError, TypeError) as exc:
+        raise InvalidClient("the client's JWKS cannot be read") from exc
+
+
+def _unverified_sub(assertion: str) -> str | None:
+    """Only to find the client when client_id is not sent; the signature decides."""
+    try:
+        part = assertion.split(".")[1]
+        data = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+    except (ValueError, IndexError):
+        return None
+    sub = data.get("sub") if isinstance(data, dict) else None
+    return sub if isinstance(sub, str) else None
 
 
 def _parse_basic(authorization: str | None) -> tuple[str | None, str | None]:
