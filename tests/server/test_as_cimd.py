@@ -172,3 +172,62 @@ async def test_as12_real_safe_fetcher_refuses_private_addresses(
         resolver = CimdResolver(SafeDocumentFetcher(fetcher), settings, FixedClock(0.0))
         with pytest.raises(InvalidClient):
             await resolver.resolve(client_id)
+
+
+@pytest.mark.parametrize("path", ["/slow", "/redirect", "/huge", "/wrong-type"])
+async def test_as12_real_fetcher_refuses_slow_redirecting_oversize_documents(
+    tmp_path: Path, path: str
+) -> None:
+    """A real loopback peer (loopback allowed for this test only) misbehaving four ways: the
+    resolver fails closed with invalid_client, within the fetch time limit."""
+    import asyncio
+    import time as _time
+
+    from starlette.applications import Starlette
+    from starlette.responses import RedirectResponse, Response, StreamingResponse
+    from starlette.routing import Route
+
+    from bastion.clock import FixedClock
+    from bastion.net import SafeFetcher
+    from bastion.server.cimd_fetch import SafeDocumentFetcher, cimd_fetch_policy
+    from bastion.server.clients import CimdResolver
+    from tests.server.conftest import make_config
+    from tests.support import serve
+
+    async def slow(request: object) -> StreamingResponse:
+        async def drip() -> Any:
+            yield b'{"client_id": "'
+            for _ in range(60):
+                await asyncio.sleep(1)
+                yield b" "
+        return StreamingResponse(drip(), media_type="application/json")
+
+    async def redirect(request: object) -> RedirectResponse:
+        return RedirectResponse("http://10.0.0.1/client.json", status_code=302)
+
+    async def huge(request: object) -> Response:
+        return Response(b'{"pad": "' + b"x" * 100_000 + b'"}', media_type="application/json")
+
+    async def wrong_type(request: object) -> Response:
+        return Response(b"<html></html>", media_type="text/html")
+
+    urls: list[str] = []
+
+    async def good(request: object) -> Response:
+        return Response(json.dumps({"client_id": urls[0], "client_name": "Good",
+                                    "redirect_uris": ["http://localhost:3000/callback"]}),
+                        media_type="application/json")
+
+    app = Starlette(routes=[Route("/slow", slow), Route("/redirect", redirect),
+                            Route("/huge", huge), Route("/wrong-type", wrong_type),
+                            Route("/good", good)])
+    settings = make_config(tmp_path, allow_http_loopback=True).authorization_server
+    async with serve(app) as base, \
+            SafeFetcher(cimd_fetch_policy(allow_http_loopback=True)) as fetcher:
+        resolver = CimdResolver(SafeDocumentFetcher(fetcher), settings, FixedClock(0.0))
+        urls.append(base + "/good")
+        assert (await resolver.resolve(base + "/good")).client_name == "Good"  # control
+        started = _time.monotonic()
+        with pytest.raises(InvalidClient):
+            await resolver.resolve(base + path)
+        assert _time.monotonic() - started < 10
