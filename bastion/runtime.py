@@ -19,6 +19,7 @@ from bastion.gateway.app import Gateway, GatewaySettings
 from bastion.gateway.asgi import ASGIApp
 from bastion.gateway.mount import Mount, PolicyHolder, ScopeRules
 from bastion.gateway.remote_keys import RemoteKeySource
+from bastion.gateway.sessions import RedisSessions, SessionStore
 from bastion.gateway.upstream import Upstream
 from bastion.gateway.upstream_http import HttpUpstream
 from bastion.gateway.upstream_stdio import StdioUpstream
@@ -228,14 +229,18 @@ async def build_runtime(
         max_body_bytes=config.server.max_body_bytes,
     )
     buckets: BucketStore = LocalBuckets()
+    sessions: SessionStore | None = None
     if config.redis_url is not None:
+        # Shared short-lived state, so that no replica holds what another needs.
         import redis.asyncio
 
         client = redis.asyncio.from_url(config.redis_url)
         buckets = RedisBuckets(client)
+        sessions = RedisSessions(client)
         shutdown.append(client.aclose)
     gateway = Gateway(settings=settings, mounts=mounts, verifier=verifier, upstreams=upstreams,
-                      other=other, buckets=buckets, on_startup=startup, on_shutdown=shutdown)
+                      other=other, buckets=buckets, sessions=sessions, on_startup=startup,
+                      on_shutdown=shutdown)
     extras["policies"] = policies
     extras["hierarchy"] = hierarchy
     return Runtime(config=config, app=gateway, gateway=gateway, extras=extras)

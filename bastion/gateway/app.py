@@ -18,7 +18,7 @@ from bastion.gateway.proxy import Proxy
 from bastion.gateway.rate_limit import RateLimiter
 from bastion.gateway.responses import send_response
 from bastion.gateway.scope_gate import ScopeGate
-from bastion.gateway.sessions import SessionRegistry
+from bastion.gateway.sessions import SessionRegistry, SessionStore
 from bastion.gateway.transport_guard import TransportGuard
 from bastion.gateway.upstream import Upstream
 from bastion.gateway.verifier import TokenVerifier
@@ -74,11 +74,12 @@ class Gateway:
         upstreams: Mapping[str, Upstream],
         other: ASGIApp | None = None,
         buckets: BucketStore | None = None,
+        sessions: SessionStore | None = None,
         on_startup: Sequence[Hook] = (),
         on_shutdown: Sequence[Hook] = (),
     ) -> None:
         self.settings = settings
-        self.sessions = SessionRegistry()
+        self.sessions = sessions or SessionRegistry()
         self.upstreams = upstreams
         self.proxy = Proxy(upstreams, self.sessions)
         self.stack = build_mount_stack(settings, verifier, self.proxy, buckets)

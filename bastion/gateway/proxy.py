@@ -35,7 +35,7 @@ from bastion.gateway.list_filter import (
 from bastion.gateway.mount import Mount
 from bastion.gateway.policy_gate import facts_for
 from bastion.gateway.responses import send_jsonrpc_error
-from bastion.gateway.sessions import ANONYMOUS, Session, SessionRegistry
+from bastion.gateway.sessions import ANONYMOUS, Session, SessionStore
 from bastion.gateway.upstream import Upstream, UpstreamError, UpstreamResponse, UpstreamTimeout
 from bastion.mcp.eras import Era
 from bastion.mcp.jsonrpc import Envelope
@@ -86,7 +86,7 @@ def _forward_headers(headers: Mapping[str, str]) -> dict[str, str]:
 
 
 class Proxy:
-    def __init__(self, upstreams: Mapping[str, Upstream], sessions: SessionRegistry) -> None:
+    def __init__(self, upstreams: Mapping[str, Upstream], sessions: SessionStore) -> None:
         self.upstreams = upstreams
         self.sessions = sessions
 
@@ -103,7 +103,7 @@ class Proxy:
         session: Session | None = None
         client_sid = headers.get("mcp-session-id")
         if era is Era.LEGACY and client_sid is not None:
-            session = self.sessions.lookup(client_sid, mount.name, binding)
+            session = await self.sessions.lookup(client_sid, mount.name, binding)
             if session is None:
                 await send_jsonrpc_error(send, JsonRpcError(
                     JsonRpcError.INVALID_REQUEST, "Session not found", http_status=404,
@@ -169,10 +169,10 @@ class Proxy:
         upstream_sid = resp.header("mcp-session-id")
         ended = (scope["method"] == "DELETE" and status < 500) or status == 404
         if session is not None and ended:
-            self.sessions.remove(session.id)
+            await self.sessions.remove(session.id)
         elif (envelope is not None and envelope.method == "initialize" and status == 200
               and upstream_sid is not None):
-            session = self.sessions.mint(mount.name, binding, upstream_sid)
+            session = await self.sessions.mint(mount.name, binding, upstream_sid)
             out.append((b"mcp-session-id", session.id.encode()))
         elif session is not None and upstream_sid is not None:
             out.append((b"mcp-session-id", session.id.encode()))
