@@ -21,6 +21,7 @@ VERBS: tuple[str, ...] = (
     "bastion.cli.clients",
     "bastion.cli.keys",
     "bastion.cli.policy",
+    "bastion.cli.connect",
 )
 
 
