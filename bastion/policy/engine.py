@@ -15,6 +15,7 @@ allowed unless a ``deny`` rule names them; list results are filtered with ``visi
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -81,13 +82,20 @@ class Rule:
     message: str = ""
     index: int = 0
 
+    def __post_init__(self) -> None:
+        # Compiled once: exact names in a set, patterns as regular expressions.
+        object.__setattr__(self, "_exact", frozenset(n for n in self.names if not _is_glob(n)))
+        object.__setattr__(self, "_patterns", tuple(
+            re.compile(fnmatch.translate(n)) for n in self.names if _is_glob(n)))
+
     def matches_name(self, name: str | None) -> bool:
         if not self.names:
             return True
         if name is None:
             return False
-        return any(n == name or (_is_glob(n) and fnmatch.fnmatchcase(name, n))
-                   for n in self.names)
+        exact: frozenset[str] = self._exact  # type: ignore[attr-defined]
+        patterns: tuple[re.Pattern[str], ...] = self._patterns  # type: ignore[attr-defined]
+        return name in exact or any(p.match(name) for p in patterns)
 
 
 def _is_glob(pattern: str) -> bool:
@@ -117,6 +125,10 @@ class Trace:
         self.steps.append((rule.id, outcome))
 
 
+def _by_index(rule: Rule) -> int:
+    return rule.index
+
+
 class _Index:
     """Rules of one method: by exact name, plus those with patterns or no names."""
 
@@ -131,11 +143,12 @@ class _Index:
                 self.general.append(r)
 
     def candidates(self, name: str | None, mount: str) -> list[Rule]:
-        found = [r for r in self.general if r.matches_name(name)]
-        if name is not None:
-            found.extend(self.exact.get(name, ()))
-        found = [r for r in found if not r.mounts or mount in r.mounts]
-        found.sort(key=lambda r: r.index)
+        found = [r for r in self.general if r.matches_name(name)
+                 and (not r.mounts or mount in r.mounts)]
+        exact = self.exact.get(name, ()) if name is not None else ()
+        if exact:
+            found.extend(r for r in exact if not r.mounts or mount in r.mounts)
+            found.sort(key=_by_index)
         return found
 
 
@@ -187,7 +200,7 @@ class Policy:
                     trace.add(rule, note)
                 if holds:
                     allow = rule
-        missing = self.hierarchy.missing(facts.principal.scopes, needed)
+        missing = self.hierarchy.missing(facts.principal.scopes, needed) if needed else ()
         if missing:
             return Decision("step_up", requirers[0],
                             f"rules {', '.join(requirers)} need {' '.join(sorted(needed))}; "
