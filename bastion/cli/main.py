@@ -22,6 +22,7 @@ VERBS: tuple[str, ...] = (
     "bastion.cli.keys",
     "bastion.cli.policy",
     "bastion.cli.connect",
+    "bastion.cli.audit",
 )
 
 

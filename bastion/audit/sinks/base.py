@@ -1,0 +1,62 @@
+"""What an audit sink does. Chaining happens *inside* the sink's write transaction: the sink
+reads its writer's head from the store under the write lock and hands it to ``seal`` (a pure
+function from the log), so two processes sharing a writer id, or a process restarted after a
+crash, always continue the chain the store actually holds."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from bastion.audit.chain import ChainHead, SealedRecord
+from bastion.audit.checkpoint import Checkpoint
+
+__all__ = ["AuditSink", "SealedBatch", "Sealer"]
+
+
+@dataclass(frozen=True, slots=True)
+class SealedBatch:
+    """What one batch writes. ``rejected``: indexes of bodies that could not be sealed (not
+    JSON data), with why; they are not in the chain and their appends fail."""
+
+    sealed: list[SealedRecord]
+    checkpoint: Checkpoint | None
+    rejected: Mapping[int, str] = field(default_factory=dict)
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        return [s.record for s in self.sealed]
+
+
+Sealer = Callable[[ChainHead, Sequence[Mapping[str, Any]]], SealedBatch]
+
+
+class AuditSink(Protocol):
+    """An append-only home for records and checkpoints. ``commits`` counts write transactions
+    (one per batch: the group-commit measure)."""
+
+    description: str
+    commits: int
+
+    async def append_batch(
+        self, writer: str, bodies: Sequence[Mapping[str, Any]], seal: Sealer
+    ) -> SealedBatch:
+        """In one durable transaction: read the head, seal, write records and checkpoint."""
+        ...
+
+    async def head(self, writer: str) -> ChainHead: ...
+
+    async def read(
+        self, *, writer: str | None = None, after_seq: int = 0, since: str | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Records ordered by writer, then seq. ``since``: from each writer's first record at
+        or after that time (RFC 3339 as records store it), contiguous from there on."""
+        ...
+
+    async def checkpoints(self, *, writer: str | None = None) -> list[Checkpoint]: ...
+
+    async def writers(self) -> list[str]: ...
+
+    async def close(self) -> None: ...

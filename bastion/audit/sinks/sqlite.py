@@ -1,0 +1,211 @@
+"""SQLite audit sink: tables ``audit_records`` and ``audit_checkpoints`` in a database file
+(``<data_dir>/audit.db`` by default; any path works, including the AS's own ``bastion.db``).
+
+Durability: WAL with ``synchronous=FULL``, so a COMMIT returns only after the WAL is fsync'd;
+one transaction per batch (group commit). ``BEGIN IMMEDIATE`` takes the write lock before the
+head is read, so processes sharing the file and a writer id extend the chain one at a time.
+
+Append-only: the code has no UPDATE or DELETE path, and triggers refuse both (someone with the
+file can drop them; that is what the chain and the signatures are for).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from bastion.audit.chain import GENESIS_HASH, ChainHead, SealedRecord
+from bastion.audit.checkpoint import Checkpoint
+from bastion.audit.model import parse_time
+from bastion.audit.sinks.base import SealedBatch, Sealer
+
+__all__ = ["SqliteAuditSink"]
+
+T = TypeVar("T")
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS audit_records (
+        writer TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        time TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        record TEXT NOT NULL,
+        PRIMARY KEY (writer, seq)
+    )""",
+    "CREATE INDEX IF NOT EXISTS audit_records_time ON audit_records (time)",
+    """CREATE TABLE IF NOT EXISTS audit_checkpoints (
+        writer TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        hash TEXT NOT NULL,
+        time TEXT NOT NULL,
+        kid TEXT NOT NULL,
+        jws TEXT NOT NULL,
+        PRIMARY KEY (writer, seq)
+    )""",
+    *(
+        f"""CREATE TRIGGER IF NOT EXISTS {table}_no_{verb.lower()}
+            BEFORE {verb} ON {table}
+            BEGIN SELECT RAISE(ABORT, 'audit tables are append-only'); END"""
+        for table in ("audit_records", "audit_checkpoints")
+        for verb in ("UPDATE", "DELETE")
+    ),
+)
+
+
+class SqliteAuditSink:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.description = f"sqlite:{path}"
+        self.commits = 0
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+
+    @classmethod
+    async def open(cls, path: Path) -> SqliteAuditSink:
+        sink = cls(path)
+        await asyncio.to_thread(sink._open_sync)
+        return sink
+
+    def _open_sync(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                               timeout=30.0)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    async def close(self) -> None:
+        def close() -> None:
+            with self._lock:
+                if self._conn is not None:
+                    self._conn.close()
+                    self._conn = None
+
+        await asyncio.to_thread(close)
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def call() -> T:
+            with self._lock:
+                if self._conn is None:
+                    raise sqlite3.ProgrammingError("the audit database is closed")
+                return fn(self._conn)
+
+        return await asyncio.to_thread(call)
+
+    # --- writing -----------------------------------------------------------------------------
+
+    async def append_batch(
+        self, writer: str, bodies: Sequence[Mapping[str, Any]], seal: Sealer
+    ) -> SealedBatch:
+        def write(conn: sqlite3.Connection) -> SealedBatch:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                batch = seal(_head(conn, writer), bodies)
+                conn.executemany(
+                    "INSERT INTO audit_records (writer, seq, time, kind, hash, record) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [_row(s) for s in batch.sealed],
+                )
+                cp = batch.checkpoint
+                if cp is not None:
+                    conn.execute(
+                        "INSERT INTO audit_checkpoints (writer, seq, hash, time, kid, jws) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        (cp.writer, cp.seq, cp.hash, cp.time, cp.kid, cp.jws),
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            self.commits += 1
+            return batch
+
+        return await self._run(write)
+
+    # --- reading -----------------------------------------------------------------------------
+
+    async def head(self, writer: str) -> ChainHead:
+        return await self._run(lambda conn: _head(conn, writer))
+
+    async def read(
+        self, *, writer: str | None = None, after_seq: int = 0, since: str | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            writers = [writer] if writer is not None else _writers(conn)
+            out: list[dict[str, Any]] = []
+            for w in writers:
+                start = after_seq
+                if since is not None:
+                    row = conn.execute(
+                        "SELECT MIN(seq) FROM audit_records WHERE writer = ? AND time >= ?",
+                        (w, since)).fetchone()
+                    if row[0] is None:
+                        continue
+                    start = max(start, int(row[0]) - 1)
+                rows = conn.execute(
+                    "SELECT record FROM audit_records WHERE writer = ? AND seq > ? "
+                    "ORDER BY seq LIMIT ?", (w, start, -1 if limit is None else limit))
+                out.extend(json.loads(r[0]) for r in rows)
+            return out
+
+        return await self._run(read)
+
+    async def checkpoints(self, *, writer: str | None = None) -> list[Checkpoint]:
+        def read(conn: sqlite3.Connection) -> list[Checkpoint]:
+            sql = "SELECT writer, seq, hash, time, kid, jws FROM audit_checkpoints"
+            args: tuple[str, ...] = ()
+            if writer is not None:
+                sql, args = sql + " WHERE writer = ?", (writer,)
+            rows = conn.execute(sql + " ORDER BY writer, seq", args).fetchall()
+            return [Checkpoint(r[0], int(r[1]), r[2], r[3], r[4], r[5]) for r in rows]
+
+        return await self._run(read)
+
+    async def writers(self) -> list[str]:
+        return await self._run(_writers)
+
+
+def _row(sealed: SealedRecord) -> tuple[str, int, str, str, str, str]:
+    r = sealed.record
+    return (r["writer"], r["seq"], str(r.get("time", "")), str(r.get("kind", "")), r["hash"],
+            sealed.line)
+
+
+def _writers(conn: sqlite3.Connection) -> list[str]:
+    rows = conn.execute(
+        "SELECT writer FROM audit_records UNION SELECT writer FROM audit_checkpoints "
+        "ORDER BY writer").fetchall()
+    return [r[0] for r in rows]
+
+
+def _head(conn: sqlite3.Connection, writer: str) -> ChainHead:
+    last = conn.execute(
+        "SELECT seq, hash FROM audit_records WHERE writer = ? ORDER BY seq DESC LIMIT 1",
+        (writer,)).fetchone()
+    cp = conn.execute(
+        "SELECT seq, time FROM audit_checkpoints WHERE writer = ? ORDER BY seq DESC LIMIT 1",
+        (writer,)).fetchone()
+    seq, digest = (int(last[0]), str(last[1])) if last else (0, GENESIS_HASH)
+    return ChainHead(writer, seq, digest, int(cp[0]) if cp else 0,
+                     parse_time(cp[1]) if cp else None)

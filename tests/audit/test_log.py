@@ -1,0 +1,206 @@
+"""``AuditLog``: group commit, several writers, checkpoints by count and by time, the mirror,
+and the two failure modes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bastion.audit import (
+    AuditEvent,
+    AuditLog,
+    AuditSigner,
+    AuditUnavailable,
+    Principal,
+    open_audit_log,
+    verify,
+)
+from bastion.audit.export import load
+from bastion.audit.sinks.jsonl import JsonlSink
+from bastion.audit.sinks.sqlite import SqliteAuditSink
+from tests.audit.backends import Backend
+
+
+def event(i: int, **extra: Any) -> AuditEvent:
+    return AuditEvent("gateway.decision", correlation_id=f"req-{i}",
+                      principal=Principal("https://as.example", "alice"), decision="allow",
+                      extra=extra)
+
+
+async def test_concurrent_appends_share_commits_and_the_chain_verifies(
+        backend: Backend, signer: AuditSigner) -> None:
+    log = AuditLog(await backend.open(), signer, writer="gw-1", checkpoint_every=100)
+    await asyncio.gather(*(log.append(event(i)) for i in range(500)))
+    commits = log.sink.commits
+    await log.close()
+    assert log.records == 500
+    assert commits < 500 / 5, f"{commits} commits for 500 records: no batching"
+    sink = await backend.open()
+    records, checkpoints = await load(sink)
+    await sink.close()
+    assert sorted(r["correlation_id"] for r in records) == sorted(f"req-{i}" for i in range(500))
+    report = verify(records, checkpoints, signer.public_jwks(), require_signed=True)
+    assert report.ok, report.problems
+
+
+async def test_several_writers_and_a_shared_writer(backend: Backend,
+                                                   signer: AuditSigner) -> None:
+    """Two replicas with their own ids, and two processes' worth of logs sharing one id: the
+    store serialises the shared chain."""
+    logs = [AuditLog(await backend.open(), signer, writer=w, checkpoint_every=7)
+            for w in ("replica-a", "replica-b", "shared", "shared")]
+    await asyncio.gather(*(log.append(event(i)) for i in range(60) for log in logs))
+    for log in logs:
+        await log.close()
+    sink = await backend.open()
+    records, checkpoints = await load(sink)
+    await sink.close()
+    report = verify(records, checkpoints, signer.public_jwks(), require_signed=True)
+    assert report.ok, report.problems
+    assert {w.writer: w.records for w in report.writers} == {
+        "replica-a": 60, "replica-b": 60, "shared": 120}
+
+
+async def test_checkpoint_by_count_and_by_time(tmp_path: Path, signer: AuditSigner) -> None:
+    now = [1_800_000_000.0]
+    log = AuditLog(await SqliteAuditSink.open(tmp_path / "a.db"), signer, writer="w",
+                   checkpoint_every=5, checkpoint_seconds=30, clock=lambda: now[0])
+    for i in range(12):
+        await log.append(event(i))
+    assert [c.seq for c in await log.sink.checkpoints()] == [5, 10]
+    now[0] += 31  # the timer signs the idle unsigned tail
+    log._wake.set()
+    for _ in range(100):
+        if len(await log.sink.checkpoints()) == 3:
+            break
+        await asyncio.sleep(0.01)
+    assert [c.seq for c in await log.sink.checkpoints()] == [5, 10, 12]
+    await log.append(event(13))
+    await log.close()  # close signs the head
+    sink = await SqliteAuditSink.open(tmp_path / "a.db")
+    assert [c.seq for c in await sink.checkpoints()] == [5, 10, 12, 13]
+    await sink.close()
+
+
+async def test_open_audit_log_from_a_data_dir_with_a_mirror(tmp_path: Path) -> None:
+    log = await open_audit_log(tmp_path, writer="gw-1", jsonl=tmp_path / "audit.jsonl")
+    await asyncio.gather(*(log.append(event(i)) for i in range(50)))
+    await log.close()
+    signer = AuditSigner.load_or_create(tmp_path)
+    assert (tmp_path / "audit.db").is_file() and (tmp_path / "audit-keys").is_dir()
+    for sink in (await SqliteAuditSink.open(tmp_path / "audit.db"),
+                 await JsonlSink.open(tmp_path / "audit.jsonl")):
+        records, checkpoints = await load(sink)
+        await sink.close()
+        assert len(records) == 51 and records[0]["kind"] == "audit.opened"
+        assert verify(records, checkpoints, signer.public_jwks(), require_signed=True).ok
+
+
+async def test_the_mirror_catches_up_from_the_store(tmp_path: Path, signer: AuditSigner) -> None:
+    # records written without the mirror (as if the process died between the two writes)
+    log = AuditLog(await SqliteAuditSink.open(tmp_path / "a.db"), signer, writer="w")
+    for i in range(5):
+        await log.append(event(i))
+    await log.close()
+    log = AuditLog(await SqliteAuditSink.open(tmp_path / "a.db"), signer, writer="w",
+                   mirror=await JsonlSink.open(tmp_path / "m.jsonl"))
+    await log.append(event(5))
+    await log.close()
+    mirror = await JsonlSink.open(tmp_path / "m.jsonl")
+    records, checkpoints = await load(mirror)
+    await mirror.close()
+    assert [r["seq"] for r in records] == [1, 2, 3, 4, 5, 6]
+    assert verify(records, checkpoints, signer.public_jwks(), require_signed=True).ok
+
+
+async def test_fail_closed_when_the_database_is_closed(tmp_path: Path,
+                                                       signer: AuditSigner) -> None:
+    sink = await SqliteAuditSink.open(tmp_path / "a.db")
+    log = AuditLog(sink, signer, writer="w")
+    await log.append(event(0))
+    sink._conn.close()  # type: ignore[union-attr]  # the database goes away under the log
+    with pytest.raises(AuditUnavailable, match="sqlite"):
+        await log.append(event(1))
+    results = await asyncio.gather(*(log.append(event(i)) for i in range(10)),
+                                   return_exceptions=True)
+    assert all(isinstance(r, AuditUnavailable) for r in results)
+
+
+async def test_best_effort_logs_and_continues(tmp_path: Path, signer: AuditSigner,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    sink = await SqliteAuditSink.open(tmp_path / "a.db")
+    log = AuditLog(sink, signer, writer="w", mode="best-effort")
+    sink._conn.close()  # type: ignore[union-attr]
+    with caplog.at_level(logging.WARNING, logger="bastion.audit"):
+        await log.append(event(1, password="hunter2"))
+    assert "audit record lost" in caplog.text and "req-1" in caplog.text
+    assert "hunter2" not in caplog.text
+
+
+async def test_fail_closed_when_the_store_cannot_be_opened(tmp_path: Path) -> None:
+    (tmp_path / "not-a-dir").write_text("x")
+    with pytest.raises(AuditUnavailable, match="cannot open the audit store"):
+        await open_audit_log(tmp_path / "not-a-dir")  # a file where the data folder should be
+
+
+async def test_fail_closed_when_the_mirror_fails(tmp_path: Path, signer: AuditSigner) -> None:
+    mirror = await JsonlSink.open(tmp_path / "m.jsonl")
+    log = AuditLog(await SqliteAuditSink.open(tmp_path / "a.db"), signer, writer="w",
+                   mirror=mirror)
+    await log.append(event(0))
+    await mirror.close()
+    with pytest.raises(AuditUnavailable, match="jsonl"):
+        await log.append(event(1))
+
+
+async def test_append_after_close(tmp_path: Path, signer: AuditSigner) -> None:
+    log = AuditLog(await SqliteAuditSink.open(tmp_path / "a.db"), signer, writer="w")
+    await log.close()
+    with pytest.raises(AuditUnavailable, match="closed"):
+        await log.append(event(0))
+    best = AuditLog(await SqliteAuditSink.open(tmp_path / "b.db"), signer, writer="w",
+                    mode="best-effort")
+    await best.close()
+    await best.append(event(0))  # logged, not raised
+
+
+async def test_an_event_outside_json_fails_alone(tmp_path: Path, signer: AuditSigner) -> None:
+    log = AuditLog(await SqliteAuditSink.open(tmp_path / "a.db"), signer, writer="w")
+    results = await asyncio.gather(
+        log.append(event(0)), log.append(event(1, bad=float("nan"))), log.append(event(2)),
+        return_exceptions=True)
+    await log.close()
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], AuditUnavailable)
+    sink = await SqliteAuditSink.open(tmp_path / "a.db")
+    records, checkpoints = await load(sink)
+    await sink.close()
+    assert [r["correlation_id"] for r in records] == ["req-0", "req-2"]
+    assert verify(records, checkpoints, signer.public_jwks()).ok
+
+
+async def test_a_cancelled_caller_does_not_unwrite_its_record(tmp_path: Path,
+                                                              signer: AuditSigner) -> None:
+    log = AuditLog(await SqliteAuditSink.open(tmp_path / "a.db"), signer, writer="w")
+    task = asyncio.create_task(log.append(event(0)))
+    await asyncio.sleep(0)
+    task.cancel()
+    await log.close()
+    sink = await SqliteAuditSink.open(tmp_path / "a.db")
+    records, checkpoints = await load(sink)
+    await sink.close()
+    assert verify(records, checkpoints, signer.public_jwks()).ok
+
+
+def test_bad_settings(tmp_path: Path, signer: AuditSigner) -> None:
+    sink: Any = object()
+    with pytest.raises(ValueError, match="writer id"):
+        AuditLog(sink, signer, writer="bad id with spaces")
+    with pytest.raises(ValueError, match="mode"):
+        AuditLog(sink, signer, writer="w", mode="sometimes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown audit event kind"):
+        AuditEvent("gateway.whatever")  # type: ignore[arg-type]
