@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 from starlette.applications import Starlette
 
+from bastion.audit import AuditEvent, AuditLog, open_audit_log
 from bastion.clock import Clock, SystemClock
 from bastion.config.model import BastionConfig, MountConfig, SecretRef, TrustedIssuerConfig
 from bastion.errors import BastionError, ConfigError
@@ -219,7 +220,8 @@ async def build_runtime(
         mounts.append(Mount(name=m.name, path=m.path, resource=resource,
                             resource_metadata_url=metadata_url(resource), public=m.public,
                             issuers=mount_issuers, scopes=_scope_rules(m, hierarchy),
-                            policy=holder, rate_limits=limits))
+                            policy=holder, rate_limits=limits,
+                            audit_keep_arguments=m.audit_keep_arguments))
         upstreams[m.name] = _upstream(config, m, source)
 
     settings = GatewaySettings(
@@ -238,12 +240,36 @@ async def build_runtime(
         buckets = RedisBuckets(client)
         sessions = RedisSessions(client)
         shutdown.append(client.aclose)
+    audit = None
+    if config.audit.enabled:
+        a = config.audit
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        audit = await open_audit_log(
+            config.data_dir, storage_url=config.storage_url, writer=a.writer, mode=a.mode,
+            jsonl=a.jsonl, checkpoint_every=a.checkpoint_every,
+            checkpoint_seconds=a.checkpoint_seconds)
+        shutdown.append(audit.close)
+        extras["audit"] = audit
+        for name, upstream in upstreams.items():
+            if isinstance(upstream, StdioUpstream):
+                upstream.on_spawn = _spawn_recorder(audit, name)
     gateway = Gateway(settings=settings, mounts=mounts, verifier=verifier, upstreams=upstreams,
-                      other=other, buckets=buckets, sessions=sessions, on_startup=startup,
-                      on_shutdown=shutdown)
+                      other=other, buckets=buckets, sessions=sessions, audit=audit,
+                      on_startup=startup, on_shutdown=shutdown)
     extras["policies"] = policies
     extras["hierarchy"] = hierarchy
     return Runtime(config=config, app=gateway, gateway=gateway, extras=extras)
+
+
+def _spawn_recorder(audit: AuditLog, mount: str) -> Callable[[tuple[str, ...]],
+                                                              Awaitable[None]]:
+    """BP-18: every stdio spawn is recorded with its exact command."""
+
+    async def record(command: tuple[str, ...]) -> None:
+        await audit.append(AuditEvent("gateway.stdio_spawn", mount=mount,
+                                      extra={"command": list(command)}))
+
+    return record
 
 
 def _load_policy(m: MountConfig, hierarchy: ScopeHierarchy, source: str) -> Policy:

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from bastion.oauth.rfc8707 import canonical_resource
 
 __all__ = [
+    "AuditConfig",
     "AuthorizationServerConfig",
     "BastionConfig",
     "ClientConfig",
@@ -163,6 +164,9 @@ class MountConfig(_Strict):
     # A policy file (TOML, conditions in CEL); with one, what no rule allows is denied.
     policy: Path | None = None
     rate_limits: tuple[RateLimitConfig, ...] = ()
+    # Tool-argument fields the audit trail keeps in the clear (dotted paths); the rest of the
+    # arguments is recorded only as a digest.
+    audit_keep_arguments: tuple[str, ...] = ()
 
     @field_validator("path")
     @classmethod
@@ -250,6 +254,20 @@ class AuthorizationServerConfig(_Strict):
     allow_http_loopback: bool = False
 
 
+class AuditConfig(_Strict):
+    """The signed, hash-chained audit trail (``bastion audit verify`` checks it offline)."""
+
+    enabled: bool = True
+    # fail-closed: a request whose record cannot be written is refused. best-effort: logged.
+    mode: Literal["fail-closed", "best-effort"] = "fail-closed"
+    # This replica's chain; default: the host name.
+    writer: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    # An extra append-only JSONL copy (e.g. for a SIEM shipper).
+    jsonl: Path | None = None
+    checkpoint_every: int = Field(default=1000, ge=1, le=1_000_000)
+    checkpoint_seconds: float = Field(default=60.0, gt=0, le=86_400)
+
+
 _DURATION = re.compile(r"^\d+[smhd]$")
 
 
@@ -267,6 +285,7 @@ class BastionConfig(_Strict):
         default_factory=AuthorizationServerConfig
     )
     trusted_issuers: tuple[TrustedIssuerConfig, ...] = ()
+    audit: AuditConfig = Field(default_factory=AuditConfig)
     scope_implies: dict[str, tuple[Scope, ...]] = Field(default_factory=dict)
     mounts: tuple[MountConfig, ...] = ()
 

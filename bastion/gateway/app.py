@@ -9,7 +9,9 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bastion.audit import AuditLog
 from bastion.gateway.asgi import MOUNT, ASGIApp, Receive, Scope, Send
+from bastion.gateway.audit_trail import AuditAllowed, AuditRefusals
 from bastion.gateway.bearer_auth import BearerAuth
 from bastion.gateway.envelope import McpEnvelope
 from bastion.gateway.mount import Mount
@@ -40,18 +42,20 @@ class GatewaySettings:
 
 def build_mount_stack(
     settings: GatewaySettings, verifier: TokenVerifier, proxy: ASGIApp,
-    buckets: BucketStore | None = None,
+    buckets: BucketStore | None = None, audit: AuditLog | None = None,
 ) -> ASGIApp:
     """The request path of every mount, outermost first."""
     layers: list[tuple[Callable[..., ASGIApp], dict[str, Any]]] = [
         (TransportGuard, {"allowed_origins": settings.allowed_origins,
                           "check_host": settings.check_host,
                           "allowed_hosts": settings.allowed_hosts}),
+        *([(AuditRefusals, {"audit": audit})] if audit else []),
         (BearerAuth, {"verifier": verifier}),
         (McpEnvelope, {"max_body_bytes": settings.max_body_bytes}),
         (ScopeGate, {}),
         (PolicyGate, {}),
         (RateLimiter, {"buckets": buckets or LocalBuckets()}),
+        *([(AuditAllowed, {"audit": audit})] if audit else []),
     ]
     app = proxy
     for factory, options in reversed(layers):
@@ -75,6 +79,7 @@ class Gateway:
         other: ASGIApp | None = None,
         buckets: BucketStore | None = None,
         sessions: SessionStore | None = None,
+        audit: AuditLog | None = None,
         on_startup: Sequence[Hook] = (),
         on_shutdown: Sequence[Hook] = (),
     ) -> None:
@@ -82,7 +87,7 @@ class Gateway:
         self.sessions = sessions or SessionRegistry()
         self.upstreams = upstreams
         self.proxy = Proxy(upstreams, self.sessions)
-        self.stack = build_mount_stack(settings, verifier, self.proxy, buckets)
+        self.stack = build_mount_stack(settings, verifier, self.proxy, buckets, audit)
         # Outside the MCP mounts (metadata, the authorization server's endpoints and pages)
         # only Host is checked: metadata and the token endpoint serve browser-based clients of
         # any origin, and the login and consent forms carry their own CSRF defences.

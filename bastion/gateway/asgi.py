@@ -7,12 +7,15 @@ from typing import Any
 
 __all__ = [
     "BODY",
+    "CORRELATION",
+    "DECISION",
     "ENVELOPE",
     "ERA",
     "MOUNT",
     "PRINCIPAL",
     "ASGIApp",
     "Receive",
+    "Refusal",
     "Scope",
     "Send",
     "header",
@@ -32,6 +35,17 @@ BODY = "bastion.body"
 ENVELOPE = "bastion.envelope"
 ERA = "bastion.era"
 HEADERS = "bastion.headers"
+DECISION = "bastion.decision"
+CORRELATION = "bastion.correlation_id"
+
+
+class Refusal:
+    """What a refusing layer leaves in the scope (under ``DECISION``) for the audit trail."""
+
+    __slots__ = ("decision", "reason", "rule")
+
+    def __init__(self, decision: str, reason: str, rule: str | None = None) -> None:
+        self.decision, self.reason, self.rule = decision, reason, rule
 
 
 def header(scope: Scope, name: bytes) -> str | None:

@@ -64,3 +64,5 @@ class Mount:
     scopes: ScopeRules
     policy: PolicyHolder | None = None
     rate_limits: tuple[RateLimit, ...] = ()
+    # Tool-argument fields the audit trail keeps in the clear (the rest is a digest).
+    audit_keep_arguments: tuple[str, ...] = ()

@@ -5,16 +5,24 @@ from __future__ import annotations
 import time
 
 from bastion.errors import InsufficientScope, JsonRpcError
-from bastion.gateway.asgi import ENVELOPE, ERA, MOUNT, PRINCIPAL, ASGIApp, Receive, Scope, Send
+from bastion.gateway.asgi import (
+    DECISION,
+    ENVELOPE,
+    ERA,
+    MOUNT,
+    PRINCIPAL,
+    ASGIApp,
+    Receive,
+    Scope,
+    Send,
+)
 from bastion.gateway.mount import Mount
 from bastion.gateway.responses import send_bearer_error, send_jsonrpc_error
 from bastion.mcp.jsonrpc import Envelope
 from bastion.policy import Decision, Facts
 from bastion.principal import Principal
 
-__all__ = ["DECISION", "PolicyGate", "facts_for"]
-
-DECISION = "bastion.decision"
+__all__ = ["PolicyGate", "facts_for"]
 
 
 def facts_for(scope: Scope, mount: Mount, principal: Principal, method: str,

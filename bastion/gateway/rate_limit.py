@@ -11,7 +11,17 @@ import logging
 import math
 
 from bastion.errors import JsonRpcError
-from bastion.gateway.asgi import ENVELOPE, MOUNT, PRINCIPAL, ASGIApp, Receive, Scope, Send
+from bastion.gateway.asgi import (
+    DECISION,
+    ENVELOPE,
+    MOUNT,
+    PRINCIPAL,
+    ASGIApp,
+    Receive,
+    Refusal,
+    Scope,
+    Send,
+)
 from bastion.gateway.mount import Mount
 from bastion.gateway.responses import send_response
 from bastion.mcp.jsonrpc import Envelope, error_body
@@ -61,6 +71,7 @@ class RateLimiter:
                                                       (b"retry-after", b"1")])
                 return
             if not allowed:
+                scope[DECISION] = Refusal("deny", f"rate limit ({limit.key}) exceeded")
                 body = error_body(RATE_LIMITED, "Rate limit exceeded", envelope.id,
                                   {"limit": limit.key, "retry_after": round(retry, 3)})
                 await send_response(send, 429, body, [

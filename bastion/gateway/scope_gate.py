@@ -4,7 +4,17 @@ naming every scope the operation needs."""
 from __future__ import annotations
 
 from bastion.errors import InsufficientScope
-from bastion.gateway.asgi import ENVELOPE, MOUNT, PRINCIPAL, ASGIApp, Receive, Scope, Send
+from bastion.gateway.asgi import (
+    DECISION,
+    ENVELOPE,
+    MOUNT,
+    PRINCIPAL,
+    ASGIApp,
+    Receive,
+    Refusal,
+    Scope,
+    Send,
+)
 from bastion.gateway.mount import Mount
 from bastion.gateway.responses import send_bearer_error
 from bastion.mcp.jsonrpc import Envelope
@@ -27,6 +37,7 @@ class ScopeGate:
         needed = mount.scopes.required(envelope.method, envelope.name)
         missing = mount.scopes.hierarchy.missing(principal.scopes, needed)
         if missing:
+            scope[DECISION] = Refusal("step-up", f"scopes missing: {' '.join(missing)}")
             await send_bearer_error(
                 send,
                 InsufficientScope(f"this operation needs the scope {' '.join(missing)}"),

@@ -22,7 +22,7 @@ import os
 import secrets
 import shlex
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -230,6 +230,9 @@ class StdioUpstream:
         self.backoff = backoff
         self.backoff_max = backoff_max
         self.max_children = max_children
+        # Called with the exact command before each spawn (the audit trail records it; a
+        # failure to record refuses the spawn).
+        self.on_spawn: Callable[[tuple[str, ...]], Awaitable[None]] | None = None
         self._shared: StdioChild | None = None
         self._sessions: dict[str, StdioChild] = {}
         self._failures = 0
@@ -253,6 +256,11 @@ class StdioUpstream:
         delay = self._next_start - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
+        if self.on_spawn is not None:
+            try:
+                await self.on_spawn(self.command)
+            except Exception as exc:
+                raise UpstreamError("the stdio spawn could not be recorded") from exc
         child = StdioChild(self.mount, self.command, self.env, self.cwd)
         try:
             await child.start()
