@@ -158,3 +158,34 @@ async def test_an_edit_is_found_by_verify(run: Result) -> None:
     out = bastion("audit", "verify", "--data-dir", str(run.data))
     assert out.returncode == 1
     assert "first bad record" in out.stdout + out.stderr
+
+
+async def test_fail_closed_when_the_audit_trail_is_down(tmp_path: Path) -> None:
+    """Invariant 4: when the record cannot be written, the call is refused (503) and the
+    upstream is never called."""
+    from bastion.demo.server import make_http_app
+    from tests.support import Recorder
+
+    recorder = Recorder(make_http_app())
+    async with serve(recorder) as upstream:
+        port = free_port()
+        (tmp_path / "bastion.toml").write_text(
+            f'data_dir = "data"\n[server]\nport = {port}\n'
+            '[[mounts]]\nname = "demo"\npath = "/mcp/demo"\nscopes = ["demo:read"]\n'
+            f'[mounts.upstream]\nurl = "{upstream}/mcp"\n')
+        config = load_config(tmp_path / "bastion.toml")
+        runtime = await build_runtime(config, source="test")
+        async with serve(runtime.app, port) as base:
+            token, _ = mint_access_token(runtime.extras["keys"], issuer=config.issuer,
+                                         subject="alice", client_id="c1",
+                                         audience=base + "/mcp/demo", scopes=["demo:read"],
+                                         lifetime=300, now=time.time())
+            await runtime.extras["audit"].close()  # the audit trail goes away
+            async with httpx.AsyncClient(timeout=20) as c:
+                r = await c.post(base + "/mcp/demo", json=call("echo", {"text": "x"}),
+                                 headers={**MODERN_HEADERS, "mcp-method": "tools/call",
+                                          "mcp-name": "echo",
+                                          "authorization": f"Bearer {token}"})
+    assert r.status_code == 503
+    assert r.json()["error"]["message"] == "Audit trail unavailable; request refused"
+    assert recorder.requests == []
