@@ -174,6 +174,16 @@ async def build_runtime(
     extras: dict[str, Any] = {}
     revocation_check: Callable[[Principal], Awaitable[bool]] | None = None
 
+    audit: AuditLog | None = None
+    if config.audit.enabled:
+        a = config.audit
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        audit = await open_audit_log(
+            config.data_dir, storage_url=config.storage_url, writer=a.writer, mode=a.mode,
+            jsonl=a.jsonl, checkpoint_every=a.checkpoint_every,
+            checkpoint_seconds=a.checkpoint_seconds)
+        extras["audit"] = audit
+
     if config.authorization_server.enabled:
         from bastion.keys import SigningKeys
         from bastion.server.app import build_authorization_server_routes
@@ -193,7 +203,7 @@ async def build_runtime(
             allow_http_loopback=config.authorization_server.allow_http_loopback),
             ssl_context=tls)
         cimd = SafeDocumentFetcher(cimd_http)
-        routes = build_authorization_server_routes(config, store, keys, clock, cimd)
+        routes = build_authorization_server_routes(config, store, keys, clock, cimd, audit)
         other = Starlette(routes=routes)
         issuers[config.issuer] = IssuerVerifier(
             issuer=config.issuer, algorithms=keys.algorithms,
@@ -240,19 +250,12 @@ async def build_runtime(
         buckets = RedisBuckets(client)
         sessions = RedisSessions(client)
         shutdown.append(client.aclose)
-    audit = None
-    if config.audit.enabled:
-        a = config.audit
-        config.data_dir.mkdir(parents=True, exist_ok=True)
-        audit = await open_audit_log(
-            config.data_dir, storage_url=config.storage_url, writer=a.writer, mode=a.mode,
-            jsonl=a.jsonl, checkpoint_every=a.checkpoint_every,
-            checkpoint_seconds=a.checkpoint_seconds)
-        shutdown.append(audit.close)
-        extras["audit"] = audit
+    if audit is not None:
         for name, upstream in upstreams.items():
             if isinstance(upstream, StdioUpstream):
                 upstream.on_spawn = _spawn_recorder(audit, name)
+    if audit is not None:
+        shutdown.append(audit.close)  # last: after everything that records has stopped
     gateway = Gateway(settings=settings, mounts=mounts, verifier=verifier, upstreams=upstreams,
                       other=other, buckets=buckets, sessions=sessions, audit=audit,
                       on_startup=startup, on_shutdown=shutdown)

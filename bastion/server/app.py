@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from bastion.audit import AuditLog
 from bastion.clock import Clock
 from bastion.config.model import BastionConfig
 from bastion.keys import SigningKeys
@@ -44,6 +45,7 @@ def build_authorization_server(
     keys: SigningKeys,
     clock: Clock,
     cimd_fetcher: DocumentFetcher | None = None,
+    audit: AuditLog | None = None,
 ) -> AuthorizationServer:
     settings = config.authorization_server
     resolver = CimdResolver(cimd_fetcher, settings, clock) if cimd_fetcher is not None else None
@@ -53,7 +55,7 @@ def build_authorization_server(
     )
     return AuthorizationServer(
         config=config, store=store, keys=keys, clock=clock, clients=registry,
-        resources=resource_table(config),
+        resources=resource_table(config), audit=audit,
     )
 
 
@@ -63,8 +65,9 @@ def build_authorization_server_routes(
     keys: SigningKeys,
     clock: Clock,
     cimd_fetcher: DocumentFetcher | None = None,
+    audit: AuditLog | None = None,
 ) -> list[BaseRoute]:
-    server = build_authorization_server(config, store, keys, clock, cimd_fetcher)
+    server = build_authorization_server(config, store, keys, clock, cimd_fetcher, audit)
     return routes_for(server)
 
 

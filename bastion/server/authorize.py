@@ -18,12 +18,13 @@ from starlette.datastructures import FormData, QueryParams
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from bastion.errors import OAuthError
+from bastion.errors import OAuthError, TemporarilyUnavailable
 from bastion.oauth.rfc7591 import is_loopback_host
 from bastion.oauth.rfc8414 import issuer_path
 from bastion.oauth.rfc9207 import authorization_redirect
 from bastion.passwords import verify_password, verify_unknown_user
 from bastion.server import pages
+from bastion.server.audit_events import record
 from bastion.server.checks import AUTHORIZE_CHECKS, AuthorizeRequest, run_checks
 from bastion.server.context import (
     PENDING_LIFETIME_SECONDS,
@@ -368,6 +369,14 @@ async def consent_post(server: AuthorizationServer, request: Request) -> Respons
                 session.subject, found.client_id, found.resource
             )
             scopes = set(found.scopes) | set(existing.scopes if existing else ())
+            try:
+                await record(server, "consent.granted", subject=session.subject,
+                             client_id=found.client_id, resource=found.resource,
+                             scopes=sorted(scopes))
+            except TemporarilyUnavailable:
+                return pages.error_page("temporarily_unavailable",
+                                        "the audit trail is unavailable; try again",
+                                        status=503)
             await server.store.grant_consent(
                 Consent(session.subject, found.client_id, found.resource, tuple(sorted(scopes)),
                         server.clock.now())

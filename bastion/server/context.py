@@ -7,6 +7,7 @@ import contextlib
 import secrets
 from dataclasses import dataclass, field
 
+from bastion.audit import AuditLog
 from bastion.clock import Clock
 from bastion.config.model import BastionConfig, MountConfig
 from bastion.keys import SigningKeys
@@ -75,6 +76,8 @@ class AuthorizationServer:
     clock: Clock
     clients: ClientRegistry
     resources: dict[str, ResourceInfo] = field(default_factory=dict)
+    # The audit trail (issue 6); None when auditing is off.
+    audit: AuditLog | None = None
 
     @property
     def issuer(self) -> str:

@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from bastion.errors import InvalidRequest, OAuthError, ServerError
 from bastion.oauth.rfc7662 import INACTIVE, introspection_response
+from bastion.server.audit_events import record
 from bastion.server.authorize import single_params
 from bastion.server.checks import CHECKS, TokenRequest, run_checks
 from bastion.server.context import AuthorizationServer
@@ -70,12 +71,17 @@ async def revoke_endpoint(server: AuthorizationServer, request: Request) -> Resp
         if rt is not None:
             if rt.client_id == req.client.client_id:
                 await server.store.revoke_family(rt.family_id, now)
+                await record(server, "token.revoked", subject=rt.subject,
+                             client_id=rt.client_id, required=False, what="refresh_token")
         else:
             claims = _jwt_claims(server, token)
             if claims is not None and claims.get("client_id") == req.client.client_id:
                 jti = claims.get("jti")
                 if isinstance(jti, str):
                     await server.store.revoke_access_token(jti, float(claims["exp"]))
+                    await record(server, "token.revoked", subject=claims.get("sub"),
+                                 client_id=req.client.client_id, required=False,
+                                 what="access_token", jti=jti)
     except OAuthError as exc:
         return oauth_error_response(exc, basic_auth_attempted=_basic(req))
     except StoreError:

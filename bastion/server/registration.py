@@ -18,8 +18,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bastion.errors import InvalidRequest, OAuthError, ServerError
+from bastion.errors import InvalidRequest, OAuthError, ServerError, TemporarilyUnavailable
 from bastion.oauth.rfc7591 import parse_client_metadata
+from bastion.server.audit_events import record as audit_record
 from bastion.server.clients import read_secret
 from bastion.server.context import AuthorizationServer, new_secret
 from bastion.server.responses import NO_STORE, json_response, oauth_error_response
@@ -114,6 +115,13 @@ class RegistrationEndpoint:
                 client_uri=meta.client_uri,
             )
             await self.server.store.put_client(record)
+            try:
+                await audit_record(self.server, "client.registered", client_id=record.client_id,
+                                   via="dcr", client_name=record.client_name,
+                                   redirect_uris=list(record.redirect_uris))
+            except TemporarilyUnavailable:
+                await self.server.store.delete_client(record.client_id)
+                raise
         except OAuthError as exc:
             return oauth_error_response(exc)
         except StoreError:

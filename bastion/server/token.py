@@ -20,9 +20,11 @@ from bastion.errors import (
     InvalidTarget,
     OAuthError,
     ServerError,
+    TemporarilyUnavailable,
 )
 from bastion.oauth import rfc7636
 from bastion.oauth.scopes import format_scopes, parse_scopes
+from bastion.server.audit_events import record
 from bastion.server.authorize import single_params
 from bastion.server.checks import CHECKS, TokenRequest, configured_resource, run_checks
 from bastion.server.context import AuthorizationServer, new_secret
@@ -53,12 +55,31 @@ async def token_endpoint(server: AuthorizationServer, request: Request) -> Respo
             payload = await _refresh_token(server, req)
         else:
             payload = await _client_credentials(server, req)
+        await _record_issuance(server, req, payload)
     except OAuthError as exc:
         basic = bool(req and req.authorization and req.authorization.lower().startswith("basic"))
         return oauth_error_response(exc, basic_auth_attempted=basic)
     except StoreError:
         return oauth_error_response(ServerError("storage is unavailable"))
     return token_response(payload)
+
+
+async def _record_issuance(server: AuthorizationServer, req: TokenRequest,
+                           payload: dict[str, Any]) -> None:
+    """Fail closed: a token whose issuance cannot be recorded is revoked before the error."""
+    claims = payload.pop("_claims")
+    family = payload.pop("_family", None)
+    kind = "token.refreshed" if req.grant_type == "refresh_token" else "token.issued"
+    try:
+        await record(server, kind, subject=claims["sub"], client_id=claims["client_id"],
+                     grant_type=req.grant_type, resource=claims["aud"], scope=payload["scope"],
+                     jti=claims["jti"], refresh_token_issued="refresh_token" in payload)
+    except TemporarilyUnavailable:
+        now = server.clock.now()
+        await server.store.revoke_access_token(claims["jti"], float(claims["exp"]))
+        if family is not None:
+            await server.store.revoke_family(family, now)
+        raise
 
 
 async def _issue(
@@ -95,6 +116,9 @@ async def _issue(
     }
     if refresh_token is not None:
         payload["refresh_token"] = refresh_token
+    # For the audit record only; taken out before the response is sent.
+    payload["_claims"] = claims
+    payload["_family"] = family_id
     return payload
 
 

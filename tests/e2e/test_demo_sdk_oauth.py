@@ -90,3 +90,47 @@ async def test_demo_endpoint_with_sdk_oauth_client(demo: Demo, mode: str) -> Non
     assert "demo%3Awrite" in headless.authorize_urls[1]
     consent_page = next(p for p in headless.user.pages if "Allow" in p)
     assert "127.0.0.1" in consent_page
+
+
+async def test_demo_audit_trail_records_the_flow_and_holds_no_secret(demo: Demo) -> None:
+    """Registration, consent, issuance and the gateway decisions are in the signed chain;
+    neither the audit store nor the demo's log holds any token, code or password."""
+    import json
+    import subprocess
+    import sys
+
+    storage = MemoryStorage()
+    headless = HeadlessRedirect(HeadlessUser(demo.username, demo.password))
+    codes: list[str] = []
+    original = headless.redirect_handler
+
+    async def keep_code(url: str) -> None:
+        await original(url)
+        assert headless.result is not None
+        codes.append(headless.result.code)
+
+    auth = provider(demo, storage, HeadlessRedirect(headless.user))
+    auth.context.redirect_handler = keep_code
+    auth.context.callback_handler = headless.callback_handler
+    async with httpx2.AsyncClient(auth=auth, timeout=30) as http, Client(
+            streamable_http_client(demo.endpoint, http_client=http), mode="2026-07-28",
+            cache=None) as client:
+        await client.call_tool("echo", {"text": "audited"})
+    out = subprocess.run([sys.executable, "-m", "bastion.cli.main", "audit", "export",
+                          "--data-dir", str(demo.data)], capture_output=True, text=True,
+                         timeout=60, check=True)
+    kinds = [json.loads(line).get("kind") for line in out.stdout.splitlines()]
+    for kind in ("client.registered", "consent.granted", "token.issued", "gateway.decision",
+                 "gateway.upstream", "gateway.stdio_spawn"):
+        assert kind in kinds, kind
+    assert storage.tokens is not None and storage.client is not None
+    secrets = [storage.tokens.access_token, demo.password, *codes]
+    if storage.tokens.refresh_token:
+        secrets.append(storage.tokens.refresh_token)
+    if storage.client.client_secret:
+        secrets.append(storage.client.client_secret)
+    haystack = b"".join(p.read_bytes() for p in demo.data.rglob("audit*") if p.is_file())
+    haystack += (demo.data.parent / "demo.log").read_bytes()
+    assert codes
+    for secret in secrets:
+        assert secret.encode() not in haystack
