@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import ssl
@@ -296,4 +297,28 @@ def reload_policies(runtime: Runtime) -> list[str]:
             continue
         holder.current = policy
         log.info("policy of mount %s reloaded (%d rules)", name, len(policy.rules))
+        audit = runtime.extras.get("audit")
+        if audit is not None:
+            _record_soon(audit, AuditEvent("policy.reloaded", mount=name,
+                                           extra={"rules": len(policy.rules),
+                                                  "file": str(m.policy)}))
     return errors
+
+
+def _record_soon(audit: AuditLog, event: AuditEvent) -> None:
+    """From synchronous code (a signal handler): append when the loop next runs."""
+    async def append() -> None:
+        try:
+            await audit.append(event)
+        except Exception:
+            log.exception("could not record %s", event.kind)
+
+    try:
+        task = asyncio.get_running_loop().create_task(append())
+    except RuntimeError:
+        return  # no loop (a test calling outside one): nothing to record into
+    _pending.add(task)
+    task.add_done_callback(_pending.discard)
+
+
+_pending: set[asyncio.Task[None]] = set()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
 
 from bastion.config.load import load_config
+from bastion.config.model import BastionConfig
 from bastion.keys import SigningKeys
 
 __all__ = ["register"]
@@ -36,12 +38,29 @@ def _ring(args: argparse.Namespace) -> tuple[SigningKeys, int]:
 
 def _rotate(args: argparse.Namespace) -> int:
     keys, default_overlap = _ring(args)
+    config = load_config(Path(args.config))
+    if config.audit.enabled:
+        # Recorded first: a rotation that cannot be recorded does not happen.
+        asyncio.run(_record_rotation(config, keys.current.kid))
     retired = keys.retire_expired(time.time())
     new = keys.rotate(overlap_seconds=args.overlap or default_overlap)
     for kid in retired:
         print(f"retired {kid}")
     print(f"current {new.kid} ({new.algorithm})")
     return 0
+
+
+async def _record_rotation(config: BastionConfig, previous: str) -> None:
+    from bastion.audit import AuditEvent, open_audit_log
+
+    log = await open_audit_log(config.data_dir, storage_url=config.storage_url,
+                               writer=config.audit.writer, mode=config.audit.mode,
+                               announce=False)
+    try:
+        await log.append(AuditEvent("keys.rotated", extra={"previous_kid": previous,
+                                                           "by": "bastion keys rotate"}))
+    finally:
+        await log.close()
 
 
 def _list(args: argparse.Namespace) -> int:
