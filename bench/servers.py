@@ -1,0 +1,118 @@
+"""The server processes of bench/gateway.py, in the project's virtualenv.
+
+    servers.py upstream --port P                  the demo SDK server, Streamable HTTP at /mcp
+    servers.py bastion --port P --data DIR --policy FILE (--upstream-url URL | --stdio)
+
+Every server runs under uvicorn with the same settings (``--http``, ``--loop``; no access
+log), so the comparison is of the applications, not of their server configuration.
+``--cprofile FILE`` dumps cProfile stats of the process when it receives SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+MOUNT_PATH = "/mcp"
+SCOPE = "bench:read"
+
+
+def uvicorn_config(app: Any, port: int, args: argparse.Namespace) -> Any:
+    import uvicorn
+
+    return uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error",
+                          access_log=False, http=args.http, loop=args.loop, lifespan="on")
+
+
+def bastion_config(port: int, data: Path, policy: Path, upstream: dict[str, Any]) -> Any:
+    from bastion.config.load import parse_config
+    from bastion.config.model import BastionConfig
+
+    raw: dict[str, Any] = {
+        "data_dir": str(data), "server": {"port": port},
+        "authorization_server": {"scopes": [SCOPE]},
+        "mounts": [{"name": "bench", "path": MOUNT_PATH, "scopes": [SCOPE],
+                    "policy": str(policy), "upstream": upstream}],
+    }
+    if "audit" in BastionConfig.model_fields:
+        # Everything on: the signed, hash-chained audit trail, fail-closed.
+        raw["audit"] = {"enabled": True, "mode": "fail-closed"}
+    return parse_config(raw, source="bench")
+
+
+async def serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    if args.kind == "upstream":
+        from bastion.demo.server import make_http_app
+
+        app = make_http_app()
+    else:
+        import bastion.runtime
+        from bastion.runtime import build_runtime
+
+        if args.experiment == "httpx2":
+            # What-if: the same HttpUpstream on httpx2/httpcore2 (pool without the per-request
+            # scan of every connection, sniffio imported once), already installed by the SDK.
+            import httpx2
+
+            import bastion.gateway.upstream_http as upstream_http
+
+            upstream_http.httpx = httpx2  # type: ignore[assignment]
+        elif args.experiment == "raw-upstream":
+            sys.path.insert(0, str(Path(__file__).parent / "experiments"))
+            from raw_upstream import RawHttpUpstream
+
+            bastion.runtime.HttpUpstream = RawHttpUpstream  # type: ignore[misc,assignment]
+
+        upstream: dict[str, Any] = (
+            {"url": args.upstream_url} if args.upstream_url
+            else {"command": [sys.executable, "-m", "bastion.demo.server"], "cwd": str(ROOT)})
+        config = bastion_config(args.port, Path(args.data), Path(args.policy), upstream)
+        app = (await build_runtime(config, source="bench")).app
+    await uvicorn.Server(uvicorn_config(app, args.port, args)).serve()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("kind", choices=["upstream", "bastion"])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--data")
+    parser.add_argument("--policy")
+    parser.add_argument("--upstream-url")
+    parser.add_argument("--stdio", action="store_true")
+    parser.add_argument("--http", default="h11")
+    parser.add_argument("--loop", default="asyncio")
+    parser.add_argument("--cprofile")
+    parser.add_argument("--experiment", choices=["httpx2", "raw-upstream"],
+                        help="bench-only what-if for the HTTP upstream client (see gateway.py)")
+    args = parser.parse_args()
+    if args.cprofile:
+        import cProfile
+        import signal
+
+        profiler = cProfile.Profile()
+
+        def dump(*_: object) -> None:
+            profiler.disable()
+            profiler.dump_stats(args.cprofile)
+            raise SystemExit(0)
+
+        signal.signal(signal.SIGTERM, dump)
+        profiler.enable()
+    if args.loop == "uvloop":
+        import uvloop
+
+        uvloop.run(serve(args))
+    else:
+        asyncio.run(serve(args))
+
+
+if __name__ == "__main__":
+    main()
