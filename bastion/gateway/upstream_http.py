@@ -1,14 +1,82 @@
-"""Streamable HTTP upstream, through one pooled httpx client per mount."""
+"""Streamable HTTP upstream: a small pooled HTTP/1.1 client on asyncio streams.
+
+The gateway's hot path needs one thing from its upstream client: send a request, stream the
+answer back. httpx did this at several times the upstream's own CPU cost per call (its
+connection-pool bookkeeping grows with concurrency; bench/upstream_client.py measures it), so
+the gateway speaks HTTP/1.1 itself: keep-alive connections in a LIFO pool, Content-Length or
+chunked bodies, strict parsing of the status line and framing headers, no redirects, per-read
+timeouts (none for a GET event stream). https upstreams use the system trust store.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import ssl
 from collections.abc import AsyncIterator, Mapping
-
-import httpx
+from urllib.parse import urlsplit
 
 from bastion.gateway.upstream import UpstreamError, UpstreamResponse, UpstreamTimeout
 
 __all__ = ["HttpUpstream"]
+
+MAX_HEAD = 64 * 1024
+MAX_CHUNK_LINE = 1024
+_NO_BODY = frozenset({204, 304})
+
+
+class _Conn:
+    __slots__ = ("reader", "reused", "writer")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.reused = False
+
+    @property
+    def reusable(self) -> bool:
+        return not self.writer.is_closing() and not self.reader.at_eof()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class _Malformed(Exception):
+    pass
+
+
+def _parse_head(raw: bytes) -> tuple[int, list[tuple[str, str]], int | None, bool, bool]:
+    """(status, headers, content length, chunked, connection close); strict framing."""
+    lines = raw.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+        raise _Malformed("status line")
+    status = int(parts[1])
+    headers: list[tuple[str, str]] = []
+    lengths: set[str] = set()
+    chunked = close = False
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep or name != name.strip() or not name:
+            raise _Malformed("header line")
+        name, value = name.lower(), value.strip()
+        if name == "content-length":
+            lengths.add(value)
+        elif name == "transfer-encoding":
+            if value.lower() != "chunked":
+                raise _Malformed("transfer-encoding")
+            chunked = True
+        elif name == "connection":
+            close = "close" in value.lower()
+        headers.append((name, value))
+    length: int | None = None
+    if lengths:
+        # One value (repeats must agree), never with chunked: no response smuggling.
+        if len(lengths) != 1 or chunked or not next(iter(lengths)).isdigit():
+            raise _Malformed("content-length")
+        length = int(next(iter(lengths)))
+    return status, headers, length, chunked, close
 
 
 class HttpUpstream:
@@ -19,52 +87,139 @@ class HttpUpstream:
         credentials: Mapping[str, str],
         connect_timeout: float,
         read_timeout: float,
+        max_idle: int = 64,
     ) -> None:
+        u = urlsplit(url)
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise ValueError("the upstream must be an http(s) URL with a host")
         self.url = url
-        self.credentials = dict(credentials)
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(connect=connect_timeout, read=read_timeout, write=read_timeout,
-                                  pool=connect_timeout),
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
-            follow_redirects=False,
-            trust_env=False,
-        )
+        self.host = u.hostname
+        self.port = u.port or (443 if u.scheme == "https" else 80)
+        self.tls = ssl.create_default_context() if u.scheme == "https" else None
+        self.path = (u.path or "/") + (f"?{u.query}" if u.query else "")
+        self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
+        self.max_idle = max_idle
+        self._idle: list[_Conn] = []
+        authority = f"{self.host}:{u.port}" if u.port else self.host
+        if ":" in self.host and not authority.startswith("["):
+            authority = f"[{self.host}]" + (f":{u.port}" if u.port else "")
+        fixed = {"host": authority, **{k.lower(): v for k, v in credentials.items()}}
+        for k, v in fixed.items():
+            if any(c in k + v for c in "\r\n\x00"):
+                raise ValueError(f"upstream header {k} has a line break")
+        self._fixed = "".join(f"{k}: {v}\r\n" for k, v in fixed.items()).encode("latin-1")
 
     async def start(self) -> None:
         return None
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        while self._idle:
+            self._idle.pop().close()
+
+    async def _connect(self) -> _Conn:
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.reusable:
+                conn.reused = True
+                return conn
+            conn.close()
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(
+                self.host, self.port, ssl=self.tls, limit=MAX_HEAD,
+                server_hostname=self.host if self.tls else None), self.connect_timeout)
+        except TimeoutError as exc:
+            raise UpstreamTimeout("the upstream server did not accept in time") from exc
+        except (OSError, ssl.SSLError) as exc:
+            raise UpstreamError("the upstream server cannot be reached") from exc
+        return _Conn(reader, writer)
+
+    def _release(self, conn: _Conn) -> None:
+        if conn.reusable and len(self._idle) < self.max_idle:
+            self._idle.append(conn)
+        else:
+            conn.close()
 
     async def request(
         self, method: str, headers: Mapping[str, str], body: bytes | None
     ) -> UpstreamResponse:
-        all_headers = {**headers, **self.credentials}
-        req = self._client.build_request(method, self.url, headers=all_headers, content=body)
-        # A long-lived GET event stream has no read deadline; requests keep theirs.
-        if method == "GET":
-            req.extensions["timeout"] = {**req.extensions["timeout"], "read": None}
+        head = [f"{method} {self.path} HTTP/1.1\r\n".encode("latin-1"), self._fixed]
+        head.extend(f"{k}: {v}\r\n".encode("latin-1") for k, v in headers.items())
+        payload = body or b""
+        if payload or method == "POST":
+            head.append(b"content-length: %d\r\n" % len(payload))
+        head.append(b"\r\n")
+        message = b"".join(head) + payload
+        read_timeout = None if method == "GET" else self.read_timeout
+        for attempt in (1, 2):
+            conn = await self._connect()
+            try:
+                conn.writer.write(message)
+                raw = await asyncio.wait_for(conn.reader.readuntil(b"\r\n\r\n"), read_timeout)
+                break
+            except TimeoutError as exc:
+                conn.close()
+                raise UpstreamTimeout("the upstream server did not answer in time") from exc
+            except asyncio.IncompleteReadError as exc:
+                conn.close()
+                # A pooled connection the upstream had closed: nothing was read, so the
+                # request was not processed; try once more on a fresh connection.
+                if conn.reused and not exc.partial and attempt == 1:
+                    continue
+                raise UpstreamError("the upstream server closed the connection") from exc
+            except (OSError, asyncio.LimitOverrunError) as exc:
+                conn.close()
+                raise UpstreamError("the upstream server cannot be reached") from exc
         try:
-            resp = await self._client.send(req, stream=True)
-        except httpx.TimeoutException as exc:
-            raise UpstreamTimeout("the upstream server did not answer in time") from exc
-        except httpx.HTTPError as exc:
-            raise UpstreamError("the upstream server cannot be reached") from exc
-        return UpstreamResponse(
-            status=resp.status_code,
-            headers=[(k.decode("latin-1").lower(), v.decode("latin-1"))
-                     for k, v in resp.headers.raw],
-            stream=_chunks(resp),
-        )
+            status, out, length, chunked, close = _parse_head(raw)
+        except (_Malformed, ValueError) as exc:
+            conn.close()
+            raise UpstreamError("the upstream server sent a malformed answer") from exc
+        if status in _NO_BODY or method == "HEAD" or 100 <= status < 200:
+            length, chunked = 0, False
+        return UpstreamResponse(status, out, self._body(conn, length, chunked, close,
+                                                       read_timeout))
 
-
-async def _chunks(resp: httpx.Response) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in resp.aiter_bytes():
-            yield chunk
-    except httpx.TimeoutException as exc:
-        raise UpstreamTimeout("the upstream server stopped answering") from exc
-    except httpx.HTTPError as exc:
-        raise UpstreamError("the upstream connection broke") from exc
-    finally:
-        await resp.aclose()
+    async def _body(self, conn: _Conn, length: int | None, chunked: bool, close: bool,
+                    timeout: float | None) -> AsyncIterator[bytes]:
+        reader = conn.reader
+        done = False
+        try:
+            if chunked:
+                while True:
+                    line = await asyncio.wait_for(reader.readuntil(b"\r\n"), timeout)
+                    if len(line) > MAX_CHUNK_LINE:
+                        raise ValueError("chunk size line too long")
+                    size = int(line.split(b";", 1)[0].strip(), 16)
+                    if size == 0:
+                        while (await asyncio.wait_for(reader.readuntil(b"\r\n"), timeout)
+                               ) != b"\r\n":
+                            pass  # trailers
+                        break
+                    data = await asyncio.wait_for(reader.readexactly(size + 2), timeout)
+                    if data[-2:] != b"\r\n":
+                        raise ValueError("chunk not terminated")
+                    yield data[:-2]
+            elif length is not None:
+                remaining = length
+                while remaining:
+                    chunk = await asyncio.wait_for(reader.read(min(remaining, 65536)), timeout)
+                    if not chunk:
+                        raise asyncio.IncompleteReadError(b"", remaining)
+                    remaining -= len(chunk)
+                    yield chunk
+            else:
+                close = True  # read to end of connection
+                while chunk := await asyncio.wait_for(reader.read(65536), timeout):
+                    yield chunk
+            done = True
+        except TimeoutError as exc:
+            raise UpstreamTimeout("the upstream server stopped answering") from exc
+        except (OSError, ValueError, asyncio.IncompleteReadError,
+                asyncio.LimitOverrunError) as exc:
+            raise UpstreamError("the upstream connection broke") from exc
+        finally:
+            if done and not close:
+                self._release(conn)
+            else:
+                with contextlib.suppress(Exception):
+                    conn.close()
