@@ -31,6 +31,7 @@ Effect = Literal["allow", "deny", "require_scopes"]
 TARGETED_METHODS = frozenset({"tools/call", "prompts/get", "resources/read",
                               "resources/subscribe", "resources/unsubscribe"})
 DEFAULT_DENY_MESSAGE = "This operation is not permitted."
+CANDIDATE_CACHE_SIZE = 10_000
 
 
 class Condition:
@@ -121,8 +122,8 @@ class Trace:
 
     steps: list[tuple[str, str]] = field(default_factory=list)
 
-    def add(self, rule: Rule, outcome: str) -> None:
-        self.steps.append((rule.id, outcome))
+    def add(self, rule: Rule, outcome: object) -> None:
+        self.steps.append((rule.id, str(outcome)))
 
 
 def _by_index(rule: Rule) -> int:
@@ -164,13 +165,22 @@ class Policy:
                 by_method.setdefault(m, []).append(r)
         self._index = {m: _Index(rs) for m, rs in by_method.items()}
         self._empty = _Index(())
+        self._cache: dict[tuple[str, str | None, str], list[Rule]] = {}
 
     def scopes(self) -> frozenset[str]:
         """Every scope a require_scopes rule can ask for."""
         return frozenset(s for r in self.rules for s in r.scopes)
 
     def _candidates(self, method: str, name: str | None, mount: str) -> list[Rule]:
-        return self._index.get(method, self._empty).candidates(name, mount)
+        # The rules that apply depend only on (method, name, mount): remembered, bounded.
+        key = (method, name, mount)
+        found = self._cache.get(key)
+        if found is None:
+            found = self._index.get(method, self._empty).candidates(name, mount)
+            if len(self._cache) >= CANDIDATE_CACHE_SIZE:
+                self._cache.clear()
+            self._cache[key] = found
+        return found
 
     def decide(self, facts: Facts, trace: Trace | None = None) -> Decision:
         rules = self._candidates(facts.method, facts.name, facts.mount)
@@ -236,11 +246,27 @@ class Policy:
         return possible or facts.method not in TARGETED_METHODS
 
 
-def _holds(rule: Rule, bindings: Bindings, *, on_error: bool) -> tuple[bool, str]:
+class _Note:
+    """Why a rule held or not; rendered only when someone reads it (explain, a deny)."""
+
+    __slots__ = ("error", "on_error", "rule", "value")
+
+    def __init__(self, rule: Rule, value: bool, error: str | None, on_error: bool) -> None:
+        self.rule, self.value, self.error, self.on_error = rule, value, error, on_error
+
+    def __str__(self) -> str:
+        if self.rule.when is None:
+            return "matches (no condition)"
+        if self.error is not None:
+            return f"condition failed to evaluate ({self.error}); counted as {self.on_error}"
+        return f"condition {self.rule.when.source!r} is {str(self.value).lower()}"
+
+
+def _holds(rule: Rule, bindings: Bindings, *, on_error: bool) -> tuple[bool, _Note]:
     if rule.when is None:
-        return True, "matches (no condition)"
+        return True, _Note(rule, True, None, on_error)
     try:
         value = rule.when.evaluate(bindings)
     except ValueError as exc:
-        return on_error, f"condition failed to evaluate ({exc}); counted as {on_error}"
-    return value, f"condition {rule.when.source!r} is {str(value).lower()}"
+        return on_error, _Note(rule, on_error, str(exc), on_error)
+    return value, _Note(rule, value, None, on_error)
