@@ -90,8 +90,13 @@ async def test_sigkill_at_random_moments_loses_no_acknowledged_record(tmp_path: 
             try:
                 await wait_up(base, proc)
                 stop = asyncio.Event()
+                before = len(acknowledged)
                 workers = [asyncio.create_task(load(stop)) for _ in range(4)]
-                await asyncio.sleep(rng.uniform(0.05, 0.6))
+                # Kill under load: once answers are flowing, at a random moment after.
+                deadline = time.monotonic() + 60
+                while len(acknowledged) == before and time.monotonic() < deadline:
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(rng.uniform(0.0, 0.5))
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(10)
                 stop.set()
@@ -111,6 +116,6 @@ async def test_sigkill_at_random_moments_loses_no_acknowledged_record(tmp_path: 
         capture_output=True, text=True, timeout=120, check=True)
     recorded = {r.get("correlation_id") for r in map(json.loads, export.stdout.splitlines())
                 if r.get("kind") == "gateway.decision"}
-    assert len(acknowledged) > KILLS, "the load generator got answers"
+    assert len(acknowledged) >= KILLS, "every round was killed under load"
     missing = [cid for cid in acknowledged if cid not in recorded]
     assert not missing, f"{len(missing)} acknowledged requests have no record"
