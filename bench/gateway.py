@@ -66,19 +66,10 @@ CACHE = BENCH / ".cache"
 FASTMCP_PY = CACHE / "venv-fastmcp" / "bin" / "python"
 PY_SPY = CACHE / "venv-tools" / "bin" / "py-spy"
 SPEEDUPS = CACHE / "speedups"
-SNIFFIO = CACHE / "sniffio"
 SCOPE = "bench:read"
-ALL_CONFIGS = ["upstream", "bastion", "bastion-stdio", "fastmcp", "fastmcp-stdio",
-               "bastion-sniffio", "bastion-httpx2", "bastion-raw"]
-DEFAULT_CONFIGS = ALL_CONFIGS[:5]
-# What-ifs (bench only, nothing in bastion/ changes), HTTP upstream:
-#   bastion-sniffio  sniffio importable (httpcore imports it on every pool operation; a failed
-#                    import walks sys.path each time)
-#   bastion-httpx2   HttpUpstream on httpx2/httpcore2 instead of httpx/httpcore
-#   bastion-raw      HttpUpstream replaced by bench/experiments/raw_upstream.py
-EXPERIMENTS = {"bastion-httpx2": "httpx2", "bastion-raw": "raw-upstream"}
-COMPARE_C = {"bastion": "fastmcp", "bastion-stdio": "fastmcp-stdio",
-             "bastion-sniffio": "fastmcp", "bastion-httpx2": "fastmcp", "bastion-raw": "fastmcp"}
+ALL_CONFIGS = ["upstream", "bastion", "bastion-stdio", "fastmcp", "fastmcp-stdio"]
+DEFAULT_CONFIGS = ALL_CONFIGS
+COMPARE_C = {"bastion": "fastmcp", "bastion-stdio": "fastmcp-stdio"}
 POLICY = """\
 # Bench policy: echo is allowed when the token has the scope and the text is short.
 [[rules]]
@@ -233,12 +224,6 @@ class Bench:
                 shutil.copytree(self.data / "keys", data / "keys")
                 cmd = [py, servers, "bastion", "--port", str(p), "--data", str(data),
                        "--policy", str(policy), *upstream, *self.uvicorn_args()]
-                if name in EXPERIMENTS:
-                    cmd += ["--experiment", EXPERIMENTS[name]]
-                if name == "bastion-sniffio":
-                    env = self.env()
-                    env["PYTHONPATH"] = os.pathsep.join(
-                        filter(None, [str(SNIFFIO), env.get("PYTHONPATH")]))
                 if self.args.cprofile:
                     cmd += ["--cprofile", str(self.data / f"{name}.pstats")]
             else:
@@ -530,7 +515,7 @@ async def run(bench: Bench, args: argparse.Namespace, partial: Path) -> dict[str
     if args.profile:
         results["profiles"] = {}
         stamp = time.strftime("%Y%m%dT%H%M%S")
-        for name in [c for c in ("bastion", "bastion-stdio", "bastion-raw")
+        for name in [c for c in ("bastion", "bastion-stdio")
                      if c in bench.servers]:
             for era in args.eras:
                 out = BENCH / "results" / f"profile-{name}-{era}-{stamp}"

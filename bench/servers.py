@@ -54,22 +54,7 @@ async def serve(args: argparse.Namespace) -> None:
 
         app = make_http_app()
     else:
-        import bastion.runtime
         from bastion.runtime import build_runtime
-
-        if args.experiment == "httpx2":
-            # What-if: the same HttpUpstream on httpx2/httpcore2 (pool without the per-request
-            # scan of every connection, sniffio imported once), already installed by the SDK.
-            import httpx2
-
-            import bastion.gateway.upstream_http as upstream_http
-
-            upstream_http.httpx = httpx2  # type: ignore[assignment]
-        elif args.experiment == "raw-upstream":
-            sys.path.insert(0, str(Path(__file__).parent / "experiments"))
-            from raw_upstream import RawHttpUpstream
-
-            bastion.runtime.HttpUpstream = RawHttpUpstream  # type: ignore[misc,assignment]
 
         upstream: dict[str, Any] = (
             {"url": args.upstream_url} if args.upstream_url
@@ -90,8 +75,6 @@ def main() -> None:
     parser.add_argument("--http", default="h11")
     parser.add_argument("--loop", default="asyncio")
     parser.add_argument("--cprofile")
-    parser.add_argument("--experiment", choices=["httpx2", "raw-upstream"],
-                        help="bench-only what-if for the HTTP upstream client (see gateway.py)")
     args = parser.parse_args()
     if args.cprofile:
         import cProfile

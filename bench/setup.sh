@@ -6,7 +6,6 @@
 #   bench/.cache/venv-tools     py-spy, for profiling the gateway under load
 #   bench/.cache/speedups       httptools + uvloop, importable by the project's venv through
 #                               PYTHONPATH only for `bench/gateway.py --speedups`
-#   bench/.cache/sniffio        sniffio, for the what-if configuration bastion-sniffio
 set -euo pipefail
 cd "$(dirname "$0")"
 FASTMCP_VERSION=4.1.0  # newest whose dependencies the registry here satisfies (4.1.4+ need certifi>=2026.10.19)
@@ -31,10 +30,6 @@ fi
 if [ ! -d .cache/speedups/uvloop ]; then
   ../.venv/bin/python -m pip install -q --target .cache/speedups \
     "httptools==$HTTPTOOLS_VERSION" "uvloop==$UVLOOP_VERSION"
-fi
-
-if [ ! -d .cache/sniffio/sniffio ]; then
-  ../.venv/bin/python -m pip install -q --target .cache/sniffio "sniffio==1.3.1"
 fi
 
 echo "fastmcp $(.cache/venv-fastmcp/bin/python -c 'import fastmcp; print(fastmcp.__version__)')," \
