@@ -237,6 +237,20 @@ def _csrf_ok(form: Mapping[str, str], pending: PendingAuthorization) -> bool:
     return bool(token) and hmac.compare_digest(token, pending.csrf_token)
 
 
+async def _posted(
+    server: AuthorizationServer, request: Request, form: Mapping[str, str]
+) -> tuple[str, PendingAuthorization] | Response:
+    """What every form post starts with: its pending request, and a CSRF token that matches."""
+    request_id = form.get("request")
+    found = await _pending_for(server, request, request_id)
+    if isinstance(found, Response):
+        return found
+    if not _csrf_ok(form, found):
+        return _csrf_failure()
+    assert request_id is not None
+    return request_id, found
+
+
 def _csrf_failure() -> Response:
     return pages.error_page(
         "invalid_request", "the form's CSRF token is missing or stale; start again", status=403
@@ -271,14 +285,11 @@ async def login_get(server: AuthorizationServer, request: Request) -> Response:
 
 async def login_post(server: AuthorizationServer, request: Request) -> Response:
     form, _ = await _form(request)
-    request_id = form.get("request")
     try:
-        found = await _pending_for(server, request, request_id)
-        if isinstance(found, Response):
-            return found
-        if not _csrf_ok(form, found):
-            return _csrf_failure()
-        assert request_id is not None
+        posted = await _posted(server, request, form)
+        if isinstance(posted, Response):
+            return posted
+        request_id, found = posted
         client = await server.clients.get(found.client_id)
         username = form.get("username", "")
         password = form.get("password", "")
@@ -352,14 +363,11 @@ async def consent_get(server: AuthorizationServer, request: Request) -> Response
 
 async def consent_post(server: AuthorizationServer, request: Request) -> Response:
     form, _ = await _form(request)
-    request_id = form.get("request")
     try:
-        found = await _pending_for(server, request, request_id)
-        if isinstance(found, Response):
-            return found
-        if not _csrf_ok(form, found):
-            return _csrf_failure()
-        assert request_id is not None
+        posted = await _posted(server, request, form)
+        if isinstance(posted, Response):
+            return posted
+        request_id, found = posted
         session = await _session(server, request)
         if session is None:
             return pages.error_page("access_denied", "you are not signed in", status=403)
