@@ -113,7 +113,8 @@ async def test_every_decision_is_recorded_with_its_rule_and_the_chain_verifies(
     assert [r["kind"] for r in allowed] == ["gateway.decision", "gateway.upstream"]
     assert allowed[0]["decision"] == "allow"
     assert allowed[0]["rule"] == "basics"
-    assert allowed[0]["principal"] == {"iss": allowed[0]["principal"]["iss"], "sub": "alice"}
+    issuer = load_config(run.data.parent / "bastion.toml").issuer
+    assert allowed[0]["principal"] == {"iss": issuer, "sub": "alice"}
     assert allowed[1]["upstream"]["outcome"] == "ok"
 
     [denied] = by_correlation(recs, run.responses["denied"])
