@@ -142,9 +142,7 @@ def outbound_tls(config: BastionConfig, source: str) -> ssl.SSLContext | None:
 
 
 def _external_verifier(t: TrustedIssuerConfig, source: str,
-                       tls: ssl.SSLContext | None) -> IssuerVerifier:
-    fetcher = SafeFetcher(FetchPolicy(allow_http_loopback=t.allow_http_loopback),
-                          ssl_context=tls)
+                       fetcher: SafeFetcher) -> IssuerVerifier:
     introspection = None
     if t.introspection_endpoint is not None:
         if t.introspection_client_id is None or t.introspection_client_secret is None:
@@ -214,7 +212,10 @@ async def build_runtime(
         shutdown.extend([store.close, cimd_http.aclose])
         extras.update(store=store, keys=keys)
     for t in config.trusted_issuers:
-        issuers[t.issuer] = _external_verifier(t, source, tls)
+        fetcher = SafeFetcher(FetchPolicy(allow_http_loopback=t.allow_http_loopback),
+                              ssl_context=tls)
+        shutdown.append(fetcher.aclose)  # its pooled connections go with the gateway
+        issuers[t.issuer] = _external_verifier(t, source, fetcher)
 
     verifier = TokenVerifier(issuers, clock, is_revoked=revocation_check)
     mounts: list[Mount] = []

@@ -82,7 +82,11 @@ class IssuerVerifier:
 
     async def _verify_jwt(self, token: str, audience: str, now: float) -> Principal:
         assert self.keys is not None
-        keys = await self.keys.key_set()
+        try:
+            keys = await self.keys.key_set()
+        except BastionError as exc:
+            # Fail closed (invariant 4): no keys, no verification, no entry.
+            raise TemporarilyUnavailable("the issuer's keys cannot be fetched") from exc
         kid = read_unverified_header(token).get("kid")
         if isinstance(kid, str) and not _has_kid(keys, kid):
             # Unknown kid: maybe a rotation. Refetch, but at a bounded rate.
