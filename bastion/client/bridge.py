@@ -22,13 +22,12 @@ from typing import Any
 import httpx
 
 from bastion.client.errors import ClientAuthError
+from bastion.mcp.eras import META_VERSION, MODERN
+from bastion.mcp.jsonrpc import NAME_REQUIRED, name_param
 
 __all__ = ["Bridge", "header_value", "sse_messages"]
 
 log = logging.getLogger("bastion.connect")
-MODERN = "2026-07-28"
-META_VERSION = "io.modelcontextprotocol/protocolVersion"
-_NAME_PARAM = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
 _SAFE = re.compile(r"^[\x21-\x7E](?:[\x20-\x7E]*[\x21-\x7E])?$")
 
 
@@ -78,7 +77,8 @@ class Bridge:
             headers["mcp-protocol-version"] = MODERN
             if isinstance(method, str):
                 headers["mcp-method"] = header_value(method)
-                key = _NAME_PARAM.get(method)
+                # Mcp-Name goes only with the methods that require it (2026-07-28).
+                key = name_param(method) if method in NAME_REQUIRED else None
                 if key and isinstance(params, dict) and isinstance(params.get(key), str):
                     headers["mcp-name"] = header_value(params[key])
             return headers
