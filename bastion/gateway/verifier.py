@@ -8,8 +8,6 @@ revocation hook is consulted on every hit, so caching weakens neither.
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Mapping
@@ -20,6 +18,7 @@ from joserfc.jwk import KeySet
 
 from bastion.clock import Clock
 from bastion.errors import BastionError, InvalidToken, TemporarilyUnavailable
+from bastion.oauth.rfc7519 import unverified_claim
 from bastion.oauth.rfc8707 import same_resource
 from bastion.oauth.rfc9068 import check_claims, read_unverified_header, verify_access_token
 from bastion.principal import Principal
@@ -122,17 +121,6 @@ def _has_kid(keys: KeySet, kid: str) -> bool:
     return any(k.kid == kid for k in keys.keys)
 
 
-def _unverified_issuer(token: str) -> str | None:
-    """Only to choose which issuer's keys to try; the signature decides everything else."""
-    try:
-        payload = token.split(".")[1]
-        data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except (ValueError, IndexError, RecursionError):
-        return None
-    iss = data.get("iss") if isinstance(data, dict) else None
-    return iss if isinstance(iss, str) else None
-
-
 RevocationCheck = Callable[[Principal], Awaitable[bool]]
 
 
@@ -174,7 +162,7 @@ class TokenVerifier:
     ) -> tuple[Principal, float]:
         until: float
         if token.count(".") == 2:
-            iss = _unverified_issuer(token)
+            iss = unverified_claim(token, "iss")
             if iss is None:
                 raise InvalidToken("the access token is not a well-formed JWT")
             if iss not in issuers or iss not in self.issuers:

@@ -18,6 +18,7 @@ from bastion.clock import Clock
 from bastion.config.model import AuthorizationServerConfig, ClientConfig, SecretRef
 from bastion.errors import InvalidClient, InvalidRequest
 from bastion.oauth import cimd, rfc7523
+from bastion.oauth.rfc7519 import unverified_claim
 from bastion.storage.base import ClientRecord, Store, hash_secret
 
 __all__ = [
@@ -256,7 +257,7 @@ class ClientRegistry:
         if form.get("client_assertion_type") != rfc7523.ASSERTION_TYPE:
             raise InvalidClient("unsupported client_assertion_type")
         assertion = form.get("client_assertion", "")
-        client_id = form.get("client_id") or _unverified_sub(assertion)
+        client_id = form.get("client_id") or unverified_claim(assertion, "sub")
         if not client_id or not audiences:
             raise InvalidClient("client authentication failed")
         try:
@@ -315,17 +316,6 @@ def _public_keys(jwks: Mapping[str, Any]) -> KeySet:
         return KeySet.import_key_set({"keys": public})
     except (JoseError, ValueError, TypeError) as exc:
         raise InvalidClient("the client's JWKS cannot be read") from exc
-
-
-def _unverified_sub(assertion: str) -> str | None:
-    """Only to find the client when client_id is not sent; the signature decides."""
-    try:
-        part = assertion.split(".")[1]
-        data = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
-    except (ValueError, IndexError):
-        return None
-    sub = data.get("sub") if isinstance(data, dict) else None
-    return sub if isinstance(sub, str) else None
 
 
 def _parse_basic(authorization: str | None) -> tuple[str | None, str | None]:
