@@ -16,7 +16,7 @@ from starlette.applications import Starlette
 from bastion.audit import AuditEvent, AuditLog, open_audit_log
 from bastion.clock import Clock, SystemClock
 from bastion.config.model import BastionConfig, MountConfig, SecretRef, TrustedIssuerConfig
-from bastion.errors import BastionError, ConfigError
+from bastion.errors import BastionError, ConfigError, TemporarilyUnavailable
 from bastion.gateway.app import Gateway, GatewaySettings
 from bastion.gateway.asgi import ASGIApp
 from bastion.gateway.mount import Mount, PolicyHolder, ScopeRules
@@ -32,6 +32,7 @@ from bastion.oauth.scopes import ScopeHierarchy
 from bastion.policy import Policy, PolicyError, load_policy
 from bastion.policy.ratelimit import BucketStore, LocalBuckets, RateLimit, RedisBuckets
 from bastion.principal import Principal
+from bastion.storage.base import StoreError
 
 __all__ = ["Runtime", "build_runtime", "read_secret", "reload_policies"]
 
@@ -83,7 +84,12 @@ class RevocationCache:
         until = self._fresh.get(jti)
         if until is not None and now < until:
             return False
-        if await self.lookup(jti):
+        try:
+            revoked = await self.lookup(jti)
+        except (BastionError, StoreError) as exc:
+            # Fail closed (invariant 4): a revocation list that cannot be read lets nothing in.
+            raise TemporarilyUnavailable("the revocation list cannot be read") from exc
+        if revoked:
             self._fresh.pop(jti, None)
             return True
         if len(self._fresh) >= self.size:

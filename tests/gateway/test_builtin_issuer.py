@@ -107,3 +107,14 @@ async def test_ts01_origin_is_checked_on_mounts_but_not_on_public_metadata(env: 
     assert prm.status_code == 200
     assert mcp.status_code == 403
     assert rebind.status_code == 421
+
+
+async def test_revocation_list_unreadable_fails_closed(env: Env) -> None:
+    """Invariant 4: when storage is down, a token (even one verified before) is not let in."""
+    token = env.token()
+    assert (await send(env, token)).status_code == 200
+    await asyncio.sleep(5.5)  # past the short "not revoked" memory
+    await env.runtime.extras["store"].close()
+    r = await send(env, token)
+    assert r.status_code == 503
+    assert r.json()["error"] == "temporarily_unavailable"
