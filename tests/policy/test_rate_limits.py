@@ -120,3 +120,13 @@ async def test_redis_buckets_are_shared_by_two_gateways(tmp_path: Path, upstream
         assert codes == [200, 200, 200, 429]
     finally:
         await client.aclose()
+
+
+async def test_redis_down_fails_closed(tmp_path: Path, upstream: str) -> None:
+    """Invariant 4: shared buckets that cannot be reached meter nothing, so nothing passes."""
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"
+    runtime, port = await gateway(tmp_path, upstream, nowhere)
+    async with serve(runtime.app, port) as base:
+        r = await send(base, token(runtime, base, "alice"))
+    assert r.status_code == 503
+    assert r.json()["error"]["message"] == "Rate limiting is unavailable; try again later"
