@@ -8,6 +8,7 @@ client that lost the response to its refresh may retry once in that window and g
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
@@ -56,24 +57,34 @@ async def token_endpoint(server: AuthorizationServer, request: Request) -> Respo
         else:
             payload = await _client_credentials(server, req)
         await _record_issuance(server, req, payload)
+        response = payload.response
     except OAuthError as exc:
         basic = bool(req and req.authorization and req.authorization.lower().startswith("basic"))
         return oauth_error_response(exc, basic_auth_attempted=basic)
     except StoreError:
         return oauth_error_response(ServerError("storage is unavailable"))
-    return token_response(payload)
+    return token_response(response)
+
+
+@dataclass(frozen=True, slots=True)
+class Issued:
+    """A token response, with what the audit record (and a fail-closed revocation) needs."""
+
+    response: dict[str, Any]
+    claims: dict[str, Any]
+    family_id: str | None
 
 
 async def _record_issuance(server: AuthorizationServer, req: TokenRequest,
-                           payload: dict[str, Any]) -> None:
+                           payload: Issued) -> None:
     """Fail closed: a token whose issuance cannot be recorded is revoked before the error."""
-    claims = payload.pop("_claims")
-    family = payload.pop("_family", None)
+    claims, family = payload.claims, payload.family_id
     kind = "token.refreshed" if req.grant_type == "refresh_token" else "token.issued"
     try:
         await record(server, kind, subject=claims["sub"], client_id=claims["client_id"],
-                     grant_type=req.grant_type, resource=claims["aud"], scope=payload["scope"],
-                     jti=claims["jti"], refresh_token_issued="refresh_token" in payload)
+                     grant_type=req.grant_type, resource=claims["aud"],
+                     scope=payload.response["scope"], jti=claims["jti"],
+                     refresh_token_issued="refresh_token" in payload.response)
     except TemporarilyUnavailable:
         now = server.clock.now()
         await server.store.revoke_access_token(claims["jti"], float(claims["exp"]))
@@ -92,7 +103,7 @@ async def _issue(
     family_id: str | None,
     jti: str | None = None,
     refresh_token: str | None = None,
-) -> dict[str, Any]:
+) -> Issued:
     settings = server.config.authorization_server
     now = server.clock.now()
     at_scopes = tuple(s for s in scopes if s != "offline_access")
@@ -116,13 +127,10 @@ async def _issue(
     }
     if refresh_token is not None:
         payload["refresh_token"] = refresh_token
-    # For the audit record only; taken out before the response is sent.
-    payload["_claims"] = claims
-    payload["_family"] = family_id
-    return payload
+    return Issued(payload, claims, family_id)
 
 
-async def _authorization_code(server: AuthorizationServer, req: TokenRequest) -> dict[str, Any]:
+async def _authorization_code(server: AuthorizationServer, req: TokenRequest) -> Issued:
     now = server.clock.now()
     redemption = await server.store.redeem_code(hash_secret(req.form["code"]), now)
     code = redemption.code
@@ -173,7 +181,7 @@ async def _authorization_code(server: AuthorizationServer, req: TokenRequest) ->
     )
 
 
-async def _refresh_token(server: AuthorizationServer, req: TokenRequest) -> dict[str, Any]:
+async def _refresh_token(server: AuthorizationServer, req: TokenRequest) -> Issued:
     settings = server.config.authorization_server
     now = server.clock.now()
     old_hash = hash_secret(req.form["refresh_token"])
@@ -214,7 +222,7 @@ async def _refresh_token(server: AuthorizationServer, req: TokenRequest) -> dict
     )
 
 
-async def _client_credentials(server: AuthorizationServer, req: TokenRequest) -> dict[str, Any]:
+async def _client_credentials(server: AuthorizationServer, req: TokenRequest) -> Issued:
     assert req.resource is not None and req.scopes is not None
     await server.store.touch_client(req.client.client_id, server.clock.now())
     return await _issue(
