@@ -7,6 +7,8 @@ Configurations (all servers under uvicorn with the same settings):
                       check, scope gate, a policy allowing echo under a CEL condition, rate
                       limiter stage (no limits configured), audit trail fail-closed (SQLite,
                       in the process's own data folder) when this Bastion has [audit].
+  bastion-noaudit (b) the same Bastion with the audit trail off: (b) against it is what the
+                      audit trail costs (issue target: at most 10% of throughput)
   bastion-stdio   (b) Bastion with a stdio mount of the same server
   fastmcp         (c) FastMCP's proxy with JWTVerifier, pre-connected (one reused upstream
                       session: its best configuration)
@@ -67,9 +69,11 @@ FASTMCP_PY = CACHE / "venv-fastmcp" / "bin" / "python"
 PY_SPY = CACHE / "venv-tools" / "bin" / "py-spy"
 SPEEDUPS = CACHE / "speedups"
 SCOPE = "bench:read"
-ALL_CONFIGS = ["upstream", "bastion", "bastion-stdio", "fastmcp", "fastmcp-stdio"]
+ALL_CONFIGS = ["upstream", "bastion", "bastion-noaudit", "bastion-stdio", "fastmcp",
+               "fastmcp-stdio"]
 DEFAULT_CONFIGS = ALL_CONFIGS
 COMPARE_C = {"bastion": "fastmcp", "bastion-stdio": "fastmcp-stdio"}
+COMPARE_AUDIT = {"bastion": "bastion-noaudit"}
 POLICY = """\
 # Bench policy: echo is allowed when the token has the scope and the text is short.
 [[rules]]
@@ -224,6 +228,8 @@ class Bench:
                 shutil.copytree(self.data / "keys", data / "keys")
                 cmd = [py, servers, "bastion", "--port", str(p), "--data", str(data),
                        "--policy", str(policy), *upstream, *self.uvicorn_args()]
+                if name == "bastion-noaudit":
+                    cmd.append("--no-audit")
                 if self.args.cprofile:
                     cmd += ["--cprofile", str(self.data / f"{name}.pstats")]
             else:
@@ -368,6 +374,14 @@ def aggregate(rounds: list[dict[str, dict[str, Any]]], configs: list[str]) -> di
             agg["server_cpu_vs_fastmcp"] = median(
                 [a["server_cpu_ms_per_call"] / b["server_cpu_ms_per_call"] for a, b in pairs
                  if b["server_cpu_ms_per_call"]])
+        off = COMPARE_AUDIT.get(name)
+        pairs = [(r[name], r[off]) for r in rounds if off and name in r and off in r]
+        if pairs:
+            agg["throughput_vs_audit_off"] = median(
+                [a["calls_per_s"] / b["calls_per_s"] for a, b in pairs if b["calls_per_s"]])
+            agg["server_cpu_vs_audit_off"] = median(
+                [a["server_cpu_ms_per_call"] / b["server_cpu_ms_per_call"] for a, b in pairs
+                 if b["server_cpu_ms_per_call"]])
         out[name] = agg
     return out
 
@@ -380,8 +394,8 @@ def print_table(layout: str, era: str, by_conc: dict[str, dict[str, Any]],
                 configs: list[str]) -> None:
     print(f"\n== layout {layout}, era {era} (medians over rounds; ratios per round, then median)")
     print(f"{'config':15}{'conc':>5}{'calls/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'srv cpu':>9}"
-          f"{'gw cpu':>8}{'up cpu':>8}{'vs a':>7}{'cpu/a':>7}{'+p50':>7}{'vs c':>7}{'err':>5}"
-          f"{'steal':>7}")
+          f"{'gw cpu':>8}{'up cpu':>8}{'vs a':>7}{'cpu/a':>7}{'+p50':>7}{'vs c':>7}"
+          f"{'audit':>7}{'err':>5}{'steal':>7}")
     for name in configs:
         for conc, table in by_conc.items():
             a = table.get(name)
@@ -395,10 +409,12 @@ def print_table(layout: str, era: str, by_conc: dict[str, dict[str, Any]],
                   f"{fmt(a.get('throughput_vs_upstream'), '.2f'):>7}"
                   f"{fmt(a.get('server_cpu_vs_upstream'), '.2f'):>7}"
                   f"{fmt(a.get('p50_added_ms'), '+.2f'):>7}"
-                  f"{fmt(a.get('throughput_vs_fastmcp'), '.1f'):>7}{a['errors']:>5}"
+                  f"{fmt(a.get('throughput_vs_fastmcp'), '.1f'):>7}"
+                  f"{fmt(a.get('throughput_vs_audit_off'), '.2f'):>7}{a['errors']:>5}"
                   f"{fmt(a.get('steal'), '.0%'):>7}")
     print("srv cpu = gateway + upstream CPU ms per call; vs a = throughput / upstream alone; "
           "cpu/a = server CPU / upstream alone's; vs c = throughput / FastMCP proxy; "
+          "audit = throughput with the audit trail on / off; "
           "steal = share of the busiest CPU taken by the hypervisor during the window")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -17,6 +18,8 @@ sys.path.insert(0, str(ROOT))
 
 from bastion.policy import Facts, parse_policy  # noqa: E402
 from bastion.principal import Principal  # noqa: E402
+
+ROUNDS = 5
 
 
 def policy_with(n: int):  # type: ignore[no-untyped-def]
@@ -35,16 +38,24 @@ def measure(n: int, rounds: int = 20000) -> dict[str, float]:
     policy = policy_with(n)
     principal = Principal(issuer="i", subject="alice", client_id="c",
                           scopes=frozenset({"files:write"}), audience=(), expires_at=0)
-    facts = Facts(principal=principal, mount="m", method="tools/call", name=f"tool_{n - 1}",
-                  arguments={"amount": 50, "path": "/data/x"})
-    assert policy.decide(facts).allowed
-    for _ in range(2000):
-        policy.decide(facts)
+    name = f"tool_{n - 1}"
+
+    def call(i: int) -> Facts:
+        # Every call has its own arguments, as a parsed request would: nothing about them can
+        # be remembered between calls. Built just before the clock starts, as the gateway
+        # builds them just before deciding.
+        return Facts(principal=principal, mount="m", method="tools/call", name=name,
+                     arguments={"amount": i % 97, "path": f"/data/{i}.txt"})
+
+    for i in range(2000):
+        assert policy.decide(call(i)).allowed
     samples = []
-    for _ in range(rounds):
+    for i in range(rounds):
+        facts = call(i)
         t = time.perf_counter_ns()
-        policy.decide(facts)
+        decision = policy.decide(facts)
         samples.append(time.perf_counter_ns() - t)
+        assert decision.allowed
     samples.sort()
     return {"rules": n, "p50_us": samples[len(samples) // 2] / 1000,
             "p99_us": samples[int(len(samples) * 0.99)] / 1000}
@@ -53,12 +64,21 @@ def measure(n: int, rounds: int = 20000) -> dict[str, float]:
 def main() -> None:
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {1})
-    base = measure(1)
-    rows = [base, measure(20), measure(200)]
-    print(f"{'rules':>6}{'p50 us':>10}{'p99 us':>10}{'p50 vs 1 rule':>16}")
+    # Rounds interleave the sizes; each figure is the median over rounds (the host's speed
+    # drifts between seconds on a shared machine; within a round the sizes see the same).
+    runs: dict[int, list[dict[str, float]]] = {1: [], 20: [], 200: []}
+    for _ in range(ROUNDS):
+        for n in runs:
+            runs[n].append(measure(n))
+    rows = [{"rules": n, "p50_us": statistics.median(r["p50_us"] for r in rs),
+             "p99_us": statistics.median(r["p99_us"] for r in rs),
+             "p50_us_rounds": [r["p50_us"] for r in rs]} for n, rs in runs.items()]
+    base = rows[0]
+    print(f"{'rules':>6}{'p50 us':>10}{'p99 us':>10}{'p50 vs 1 rule':>16}   p50 per round")
     for r in rows:
         print(f"{r['rules']:>6}{r['p50_us']:>10.1f}{r['p99_us']:>10.1f}"
-              f"{r['p50_us'] / base['p50_us']:>15.2f}x")
+              f"{r['p50_us'] / base['p50_us']:>15.2f}x   "
+              + " ".join(f"{v:.1f}" for v in r["p50_us_rounds"]))
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"policy_decision-{time.strftime('%Y%m%dT%H%M%S')}.json"

@@ -2,6 +2,7 @@
 
     servers.py upstream --port P                  the demo SDK server, Streamable HTTP at /mcp
     servers.py bastion --port P --data DIR --policy FILE (--upstream-url URL | --stdio)
+                       [--no-audit]
 
 Every server runs under uvicorn with the same settings (``--http``, ``--loop``; no access
 log), so the comparison is of the applications, not of their server configuration.
@@ -30,7 +31,8 @@ def uvicorn_config(app: Any, port: int, args: argparse.Namespace) -> Any:
                           access_log=False, http=args.http, loop=args.loop, lifespan="on")
 
 
-def bastion_config(port: int, data: Path, policy: Path, upstream: dict[str, Any]) -> Any:
+def bastion_config(port: int, data: Path, policy: Path, upstream: dict[str, Any],
+                   audit: bool = True) -> Any:
     from bastion.config.load import parse_config
     from bastion.config.model import BastionConfig
 
@@ -41,8 +43,9 @@ def bastion_config(port: int, data: Path, policy: Path, upstream: dict[str, Any]
                     "policy": str(policy), "upstream": upstream}],
     }
     if "audit" in BastionConfig.model_fields:
-        # Everything on: the signed, hash-chained audit trail, fail-closed.
-        raw["audit"] = {"enabled": True, "mode": "fail-closed"}
+        # Everything on: the signed, hash-chained audit trail, fail-closed (or, to measure
+        # what it costs, off).
+        raw["audit"] = {"enabled": audit, "mode": "fail-closed"}
     return parse_config(raw, source="bench")
 
 
@@ -59,7 +62,8 @@ async def serve(args: argparse.Namespace) -> None:
         upstream: dict[str, Any] = (
             {"url": args.upstream_url} if args.upstream_url
             else {"command": [sys.executable, "-m", "bastion.demo.server"], "cwd": str(ROOT)})
-        config = bastion_config(args.port, Path(args.data), Path(args.policy), upstream)
+        config = bastion_config(args.port, Path(args.data), Path(args.policy), upstream,
+                                audit=not args.no_audit)
         app = (await build_runtime(config, source="bench")).app
     await uvicorn.Server(uvicorn_config(app, args.port, args)).serve()
 
@@ -72,6 +76,7 @@ def main() -> None:
     parser.add_argument("--policy")
     parser.add_argument("--upstream-url")
     parser.add_argument("--stdio", action="store_true")
+    parser.add_argument("--no-audit", action="store_true")
     parser.add_argument("--http", default="h11")
     parser.add_argument("--loop", default="asyncio")
     parser.add_argument("--cprofile")

@@ -123,7 +123,8 @@ def test_explain_trace_names_each_rule_considered() -> None:
     trace = Trace()
     POLICY.decide(facts("write_file", {"path": "/data/a"}, "files:write"), trace)
     ids = [rule for rule, _ in trace.steps]
-    assert ids == ["no-secrets", "writers", "write-scope"]
+    # In order of precedence: deny rules, then require_scopes, then allow.
+    assert ids == ["no-secrets", "write-scope", "writers"]
     assert "is true" in dict(trace.steps)["writers"]
 
 
@@ -178,3 +179,88 @@ def test_property_hidden_is_never_callable_and_listed_is_callable(
         safe = POLICY.decide(facts(tool, SAFE_ARGS.get(tool, {}), scope_text,
                                    roles=tuple(roles)))
         assert safe.allowed, (tool, scopes, roles, safe)
+
+
+def test_converted_bindings_follow_the_principal_and_the_arguments() -> None:
+    # Principal and action are converted once per (principal, target) and reused; nothing a
+    # previous decision bound may leak into the next one.
+    policy = parse_policy(RULES, source="t")
+    admin = Principal(issuer="https://as", subject="root", client_id="c",
+                      scopes=frozenset(), audience=("r",), expires_at=0)
+    intern = Principal(issuer="https://as", subject="intern-1", client_id="c",
+                       scopes=frozenset(), audience=("r",), expires_at=0)
+    admin_claims, intern_claims = {"roles": ["admin"]}, {"roles": []}
+    for _ in range(3):
+        assert policy.decide(Facts(principal=admin, mount="files", method="tools/call",
+                                   name="delete_user", claims=admin_claims)).allowed
+        assert not policy.decide(Facts(principal=intern, mount="files", method="tools/call",
+                                       name="delete_user", claims=intern_claims)).allowed
+        for amount, allowed in ((5, True), (500, False), (100, True), ("x", False)):
+            d = policy.decide(Facts(principal=admin, mount="files", method="tools/call",
+                                    name="pay", arguments={"amount": amount}))
+            assert d.allowed is allowed, (amount, d)
+        # A call without the argument must not see the previous call's value.
+        assert not policy.decide(Facts(principal=admin, mount="files", method="tools/call",
+                                       name="pay", arguments={})).allowed
+
+
+def test_bindings_cache_is_bounded_and_recreated_for_a_new_principal_object() -> None:
+    policy = parse_policy(RULES, source="t")
+    for i in range(5000):
+        p = Principal(issuer="https://as", subject=f"intern-{i}" if i % 2 else f"u{i}",
+                      client_id="c", scopes=frozenset(), audience=("r",), expires_at=0)
+        d = policy.decide(Facts(principal=p, mount="files", method="completion/complete"))
+        assert d.allowed is (i % 2 == 0)
+    assert len(policy._bindings._contexts) <= 4096
+
+
+@pytest.mark.parametrize(("source", "fields"), [
+    ('args.path.startsWith("/data/")', frozenset({"path"})),
+    ("has(args.path) && args . amount <= 3", frozenset({"path", "amount"})),
+    ("size(args) > 1", None),
+    ('args.exists(k, k == "x")', None),
+    ('args["path"] == "x"', None),
+    ('"path" in args', None),
+    ('args.path == "args"', None),  # any other mention keeps the whole map
+])
+def test_argument_fields_read_by_a_condition(source: str, fields: frozenset[str] | None) -> None:
+    from bastion.policy.engine import _arg_fields
+    assert _arg_fields(source) == fields
+
+
+@pytest.mark.parametrize(("when", "args", "allowed"), [
+    ("size(args) <= 1", {"a": 1}, True),
+    ("size(args) <= 1", {"a": 1, "content": "x" * 1000}, False),
+    ('args.exists(k, k == "content")', {"a": 1, "content": "x"}, True),
+    ('!("content" in args)', {"a": 1, "content": "x"}, False),
+    ("args.a == 1", {"a": 1, "content": "x" * 100_000}, True),
+])
+def test_conditions_see_every_argument_they_can_observe(when: str, args: dict[str, Any],
+                                                        allowed: bool) -> None:
+    policy = parse_policy({"rules": [{"effect": "allow", "tools": "t", "when": when},
+                                     {"effect": "deny", "tools": "t", "when": "has(args.b)"}]},
+                          source="t")
+    d = policy.decide(Facts(principal=principal(), mount="m", method="tools/call", name="t",
+                            arguments=args))
+    assert d.allowed is allowed
+
+
+@settings(max_examples=400, deadline=None)
+@given(tool=st.sampled_from([*TOOLS, "unlisted"]),
+       scopes=st.sets(st.sampled_from(["files:read", "files:write", "files:admin"])),
+       roles=st.sets(st.sampled_from(["admin", "dev"])),
+       args=st.dictionaries(st.sampled_from(["path", "amount", "other"]),
+                            st.one_of(st.integers(-10, 1000), st.none(),
+                                      st.sampled_from(["/data/a", "/etc/x", "/data/secrets/k"]))),
+       method=st.sampled_from(["tools/call", "completion/complete", "resources/read"]),
+       sub=st.sampled_from(["alice", "intern-3"]))
+def test_property_the_fast_path_decides_as_explain_does(
+    tool: str, scopes: set[str], roles: set[str], args: dict[str, Any], method: str, sub: str
+) -> None:
+    # decide() takes a shortcut when nobody asks for the reasons; explain's full path must give
+    # the same effect, rule and scopes for any request, including conditions that fail to
+    # evaluate (an argument of the wrong type, a missing one).
+    f = facts(tool, args, " ".join(scopes), method=method, roles=tuple(roles), sub=sub)
+    quick, full = POLICY.decide(f), POLICY.decide(f, Trace())
+    assert (quick.effect, quick.rule, quick.scopes, quick.message) == \
+        (full.effect, full.rule, full.scopes, full.message)
