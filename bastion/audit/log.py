@@ -9,6 +9,12 @@ Modes: ``fail-closed`` (default) raises ``AuditUnavailable`` from ``append`` whe
 could not be written, so the caller refuses the request; ``best-effort`` logs the failure
 (kind and correlation id, never the record) and returns.
 
+``log.record(event)`` queues a record nobody waits for (the upstream outcome of a call whose
+answer has already gone out): it is written with the next batch, or ``linger`` seconds later
+at the latest, so a call costs one commit, not two. A record queued this way that cannot be
+written is logged as lost (kind and correlation id), in either mode: there is nothing left to
+refuse. On ``close()`` every queued record is written.
+
 Checkpoints are signed inside the batch that reaches ``checkpoint_every`` records since the last
 one, or ``checkpoint_seconds`` after it (a timer signs an idle chain's unsigned tail), and on
 ``close()``.
@@ -17,7 +23,6 @@ one, or ``checkpoint_seconds`` after it (a timer signs an idle chain's unsigned 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -30,7 +35,7 @@ from bastion.audit.chain import ChainHead, check_writer_id, seal_all, stored_lin
 from bastion.audit.checkpoint import Checkpoint
 from bastion.audit.errors import AuditUnavailable
 from bastion.audit.keys import AuditSigner
-from bastion.audit.model import AuditEvent, format_time
+from bastion.audit.model import AuditEvent, format_time, parse_time
 from bastion.audit.redact import DEFAULT_PROCESSORS, Processor
 from bastion.audit.sinks.base import AuditSink, SealedBatch
 from bastion.audit.sinks.jsonl import JsonlSink
@@ -51,6 +56,7 @@ AUDIT_DB_NAME = "audit.db"
 DEFAULT_CHECKPOINT_EVERY = 1000
 DEFAULT_CHECKPOINT_SECONDS = 60.0
 DEFAULT_MAX_BATCH = 1000
+DEFAULT_LINGER = 0.05
 
 logger = logging.getLogger("bastion.audit")
 
@@ -74,12 +80,14 @@ class AuditLog:
         checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
         checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS,
         max_batch: int = DEFAULT_MAX_BATCH,
+        linger: float = DEFAULT_LINGER,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if mode not in ("fail-closed", "best-effort"):
             raise ValueError(f"audit mode {mode!r}: expected fail-closed or best-effort")
-        if checkpoint_every < 1 or checkpoint_seconds <= 0 or max_batch < 1:
-            raise ValueError("checkpoint_every, checkpoint_seconds and max_batch must be > 0")
+        if checkpoint_every < 1 or checkpoint_seconds <= 0 or max_batch < 1 or linger <= 0:
+            raise ValueError(
+                "checkpoint_every, checkpoint_seconds, max_batch and linger must be > 0")
         self.sink, self.mirror, self.signer = sink, mirror, signer
         self.writer = check_writer_id(writer)
         self.mode: AuditMode = mode
@@ -87,16 +95,20 @@ class AuditLog:
         self.checkpoint_every = checkpoint_every
         self.checkpoint_seconds = checkpoint_seconds
         self.max_batch = max_batch
+        self.linger = linger
         self._clock = clock
         self._opened_at = clock()
         self._pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
+        self._flush_now = False  # a waiter, the linger timer or close() wants a batch now
+        self._linger_timer: asyncio.TimerHandle | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._commit_lock = asyncio.Lock()  # one batch at a time, timer and close() included
         self._closing = False
         self._closed = False
         self._force_checkpoint = False
         self._unsigned_since: float | None = None  # when the oldest unsigned record was written
+        self._head: ChainHead | None = None  # where the last written batch left the chain
         self.batches = 0
         self.records = 0
 
@@ -114,6 +126,7 @@ class AuditLog:
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((body, future))
+        self._flush_now = True
         self._wake.set()
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._run(), name="bastion-audit-flusher")
@@ -122,6 +135,42 @@ class AuditLog:
             await asyncio.shield(future)
         except AuditUnavailable as exc:
             self._fail(event, exc.description)
+
+    def record(self, event: AuditEvent) -> None:
+        """Queue a record without waiting for it: see the module text."""
+        if self._closing:
+            self._lost(event.kind, event.correlation_id, "the audit log is closed")
+            return
+        try:
+            body = self._process(event)
+        except Exception as exc:
+            self._lost(event.kind, event.correlation_id, f"the event could not be encoded: {exc}")
+            return
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        kind, correlation_id = event.kind, event.correlation_id
+
+        def written(f: asyncio.Future[None]) -> None:
+            if not f.cancelled() and f.exception() is not None:
+                self._lost(kind, correlation_id, str(f.exception()))
+
+        future.add_done_callback(written)
+        self._pending.append((body, future))
+        if self._linger_timer is None:
+            self._linger_timer = loop.call_later(self.linger, self._linger_due)
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._run(), name="bastion-audit-flusher")
+
+    def _linger_due(self) -> None:
+        self._linger_timer = None
+        if self._pending:
+            self._flush_now = True
+            self._wake.set()
+
+    @staticmethod
+    def _lost(kind: str, correlation_id: str | None, why: str) -> None:
+        logger.error("audit record lost: kind=%s correlation_id=%s: %s",
+                     kind, correlation_id, why)
 
     async def checkpoint(self) -> None:
         """Sign the head now (if anything is unsigned) and wait until it is written."""
@@ -191,8 +240,29 @@ class AuditLog:
 
     async def _commit_locked(self, bodies: list[dict[str, Any]]) -> SealedBatch:
         where = self.sink.description
+        # Seal here, against the head the last batch left, so the sink's thread only compares
+        # heads (under its write lock) and writes: the hashing and canonicalising stay on the
+        # event loop's thread instead of contending with it for the GIL. If the store's head
+        # is not the expected one (another process shares the writer id), the sink seals again
+        # against the head it read: the chain is always the store's.
+        expected = self._head
+        presealed: SealedBatch | None = None
+        if expected is not None:
+            try:
+                presealed = self._seal(expected, bodies)
+            except RuntimeError:
+                presealed = None
+        used: list[ChainHead] = []
+
+        def seal(head: ChainHead, items: Sequence[Mapping[str, Any]]) -> SealedBatch:
+            used.append(head)
+            if presealed is not None and head == expected and items is bodies:
+                return presealed
+            return self._seal(head, items)
+
+        self._head = None  # unknown until this batch is known to be written
         try:
-            batch = await self.sink.append_batch(self.writer, bodies, self._seal)
+            batch = await self.sink.append_batch(self.writer, bodies, seal)
             if self.mirror is not None:
                 where = self.mirror.description
                 await self._mirror(batch)
@@ -201,6 +271,8 @@ class AuditLog:
                          len(bodies), where, type(exc).__name__, exc)
             raise AuditUnavailable(f"{where}: {type(exc).__name__}: {exc}") from exc
         self._force_checkpoint = False
+        if used:
+            self._head = _advance(used[-1], batch)
         if batch.checkpoint is not None:
             self._unsigned_since = None
         elif batch.sealed and self._unsigned_since is None:
@@ -223,21 +295,39 @@ class AuditLog:
             if gap is not None:
                 raise OSError(f"the mirror {self.mirror.description} cannot catch up")
 
+    def _checkpoint_due(self) -> bool:
+        timeout = self._timeout()
+        return timeout is not None and timeout <= 0
+
     def _timeout(self) -> float | None:
         if self._unsigned_since is None:
             return None
         return max(0.0, self._unsigned_since + self.checkpoint_seconds - self._clock())
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            if not self._pending:
-                if self._closing:
-                    return
+            if self._closing and not self._pending:
+                return
+            if not (self._flush_now or self._closing):
+                # Sleep until a waiter or the linger timer wants a batch, or the unsigned tail
+                # is due for its checkpoint. A timer, not wait_for (a task per wait).
                 self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._timeout())
+                timeout = self._timeout()
+                timer = loop.call_later(timeout, self._wake.set) if timeout is not None else None
+                await self._wake.wait()
+                if timer is not None:
+                    timer.cancel()
+                if not (self._flush_now or self._closing or self._checkpoint_due()):
+                    continue
+            self._flush_now = False
+            if self._linger_timer is not None:
+                self._linger_timer.cancel()
+                self._linger_timer = None
             batch = self._pending[: self.max_batch]
             del self._pending[: self.max_batch]
+            if self._pending:
+                self._flush_now = True  # more than one batch's worth: the next one at once
             if not batch and self._unsigned_since is None:
                 continue
             try:
@@ -264,6 +354,18 @@ class AuditLog:
                         f"the event is not JSON data: {done.rejected[index]}"))
                 else:
                     future.set_result(None)
+
+
+def _advance(head: ChainHead, batch: SealedBatch) -> ChainHead:
+    """The head after ``batch`` was written on top of ``head``."""
+    seq, digest = head.seq, head.hash
+    if batch.sealed:
+        last = batch.sealed[-1].record
+        seq, digest = int(last["seq"]), str(last["hash"])
+    checkpoint_seq, checkpoint_time = head.checkpoint_seq, head.checkpoint_time
+    if batch.checkpoint is not None:
+        checkpoint_seq, checkpoint_time = batch.checkpoint.seq, parse_time(batch.checkpoint.time)
+    return ChainHead(head.writer, seq, digest, checkpoint_seq, checkpoint_time)
 
 
 async def open_sink(

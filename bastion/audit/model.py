@@ -63,7 +63,8 @@ JsonValue = Any  # str | int | float | bool | None | list[JsonValue] | dict[str,
 def format_time(epoch_seconds: float) -> str:
     """RFC 3339 UTC with microseconds: fixed width, so text order is time order."""
     moment = datetime.fromtimestamp(epoch_seconds, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat with the offset cut: "2026-11-22T01:55:40.733641+00:00" -> "...733641Z"
+    return moment.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def parse_time(text: str) -> float:

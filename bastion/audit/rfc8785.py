@@ -36,21 +36,6 @@ _fast_dumps = json.JSONEncoder(
 ).encode
 
 
-class _Slow(Exception):
-    pass
-
-
-def _no_float(text: str) -> float:
-    raise _Slow
-
-
-def _safe_int(text: str) -> int:
-    value = int(text)
-    if abs(value) > MAX_SAFE_INTEGER:
-        raise _Slow
-    return value
-
-
 class CanonicalizationError(ValueError):
     """The value is outside the JSON data model RFC 8785 canonicalises."""
 
@@ -70,23 +55,41 @@ def canonicalize_text(value: object) -> str:
 
 
 def _fast_path(value: object) -> str | None:
-    """The C encoder's output when it is already canonical: no floats (their layout differs
-    from ECMAScript's), no integers past the safe range, no characters from U+D800 up (where
-    sorting by code point and by UTF-16 unit disagree), only string member names (checked by
-    reading the text back: the C encoder would turn ``1`` into ``"1"``)."""
-    if not isinstance(value, dict | list):
+    """The C encoder's output when it is already canonical: only dicts with string member
+    names (the C encoder would turn ``1`` into ``"1"``), lists, strings, booleans, None and
+    integers in the safe range (no floats: their layout differs from ECMAScript's), and no
+    characters from U+D800 up in the text (where sorting by code point and by UTF-16 unit
+    disagree, and lone surrogates)."""
+    if not isinstance(value, dict | list) or not _plain(value, 0):
         return None
     try:
         text = _fast_dumps(value)
     except (TypeError, ValueError):
         return None
-    if _HIGH.search(text):
-        return None
-    try:
-        back = json.loads(text, parse_float=_no_float, parse_int=_safe_int)
-    except _Slow:
-        return None
-    return text if back == value else None
+    return None if _HIGH.search(text) else text
+
+
+_MAX_FAST_DEPTH = 64
+
+
+def _plain(value: object, depth: int) -> bool:
+    """Is ``value`` made only of what the C encoder writes canonically? Exact types only: a
+    subclass (an IntEnum, a str subclass with its own ``__str__``) takes the careful path."""
+    kind = type(value)
+    if kind is str or value is None or kind is bool:
+        return True
+    if kind is int:
+        return -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER  # type: ignore[operator]
+    if depth >= _MAX_FAST_DEPTH:
+        return False
+    if kind is dict:
+        for key, item in value.items():  # type: ignore[attr-defined]
+            if type(key) is not str or not _plain(item, depth + 1):
+                return False
+        return True
+    if kind is list or kind is tuple:
+        return all(_plain(item, depth + 1) for item in value)  # type: ignore[attr-defined]
+    return False
 
 
 def _encode(value: object, out: list[str]) -> None:

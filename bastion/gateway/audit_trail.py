@@ -5,8 +5,9 @@ Two middleware:
 - ``AuditRefusals`` (outer): when any inner layer refuses a request — bearer authentication,
   the scope gate, the policy, the rate limiter — it records the refusal with the deciding rule
   before the response leaves.
-- ``AuditAllowed`` (innermost, just before the proxy): records the allow decision, calls the
-  upstream, then records the upstream outcome and latency.
+- ``AuditAllowed`` (innermost, just before the proxy): records the allow decision (durable
+  before the upstream is called), calls the upstream, then queues the upstream outcome and
+  latency (written with the next batch; nothing waits for it).
 """
 
 from __future__ import annotations
@@ -74,10 +75,24 @@ def _event(scope: Scope, kind: str, **fields: Any) -> AuditEvent:
         mount=mount.name,
         method=envelope.method if envelope else scope["method"],
         tool=envelope.name if envelope else None,
-        arguments=digest_arguments(envelope.arguments, keep=mount.audit_keep_arguments)
-        if envelope is not None and envelope.method == "tools/call" else None,
+        arguments=_arguments_digest(scope, envelope, mount),
         **fields,
     )
+
+
+_DIGEST = "bastion.audit.arguments"
+
+
+def _arguments_digest(scope: Scope, envelope: Envelope | None, mount: Mount) -> Any:
+    """The tool call's argument digest, computed once per request (the decision and the
+    upstream outcome records both carry it)."""
+    if envelope is None or envelope.method != "tools/call":
+        return None
+    digest = scope.get(_DIGEST)
+    if digest is None:
+        digest = scope[_DIGEST] = digest_arguments(envelope.arguments,
+                                                   keep=mount.audit_keep_arguments)
+    return digest
 
 
 class AuditRefusals:
@@ -148,8 +163,7 @@ class AuditAllowed:
             latency = (time.perf_counter() - started) * 1000
             outcome = "ok" if 200 <= status < 300 else \
                 "timeout" if status == 504 else "unavailable" if status in (0, 502) else "error"
-            try:
-                await self.audit.append(_event(scope, "gateway.upstream", upstream=UpstreamOutcome(
-                    outcome, latency, status=status or None)))
-            except AuditUnavailable:
-                log.error("the upstream outcome of %s could not be recorded", scope[CORRELATION])
+            # The answer has gone out: nothing waits for this record. It joins the next batch
+            # (one commit per call, not two); if it cannot be written, that is logged.
+            self.audit.record(_event(scope, "gateway.upstream", upstream=UpstreamOutcome(
+                outcome, latency, status=status or None)))

@@ -204,3 +204,75 @@ def test_bad_settings(tmp_path: Path, signer: AuditSigner) -> None:
         AuditLog(sink, signer, writer="w", mode="sometimes")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="unknown audit event kind"):
         AuditEvent("gateway.whatever")  # type: ignore[arg-type]
+
+
+async def test_logs_sharing_a_writer_in_turns_continue_the_stored_chain(
+        backend: Backend, signer: AuditSigner) -> None:
+    """Each log seals ahead against the head its last batch left; when the other log has
+    written since, the store's head differs and the batch is sealed again against it."""
+    a = AuditLog(await backend.open(), signer, writer="shared")
+    b = AuditLog(await backend.open(), signer, writer="shared")
+    for i in range(20):
+        await (a if i % 3 else b).append(event(i))
+    await a.close()
+    await b.close()
+    sink = await backend.open()
+    records, checkpoints = await load(sink)
+    await sink.close()
+    assert [r["seq"] for r in records] == list(range(1, 21))
+    assert [r["correlation_id"] for r in records] == [f"req-{i}" for i in range(20)]
+    report = verify(records, checkpoints, signer.public_jwks(), require_signed=True)
+    assert report.ok, report.problems
+
+
+async def test_a_queued_record_rides_with_the_next_batch(tmp_path: Path,
+                                                         signer: AuditSigner) -> None:
+    sink = await SqliteAuditSink.open(tmp_path / "a.db")
+    log = AuditLog(sink, signer, writer="w", linger=30.0)
+    await log.append(event(0))
+    before = sink.commits
+    log.record(event(1))  # nobody waits: not written yet
+    await asyncio.sleep(0.05)
+    assert sink.commits == before
+    await log.append(event(2))  # one commit holds both
+    assert sink.commits == before + 1
+    records, _ = await load(sink)
+    assert [r["correlation_id"] for r in records] == ["req-0", "req-1", "req-2"]
+    await log.close()
+
+
+async def test_a_queued_record_is_written_within_the_linger_time(tmp_path: Path,
+                                                                 signer: AuditSigner) -> None:
+    sink = await SqliteAuditSink.open(tmp_path / "a.db")
+    log = AuditLog(sink, signer, writer="w", linger=0.05)
+    log.record(event(0))
+    for _ in range(100):
+        await asyncio.sleep(0.02)
+        if log.records == 1:
+            break
+    assert log.records == 1
+    log.record(event(1))
+    await log.close()  # close writes what is queued
+    sink = await SqliteAuditSink.open(tmp_path / "a.db")
+    records, checkpoints = await load(sink)
+    await sink.close()
+    assert [r["correlation_id"] for r in records] == ["req-0", "req-1"]
+    assert verify(records, checkpoints, signer.public_jwks(), require_signed=True).ok
+
+
+async def test_a_queued_record_that_cannot_be_written_is_logged_as_lost(
+        tmp_path: Path, signer: AuditSigner, caplog: pytest.LogCaptureFixture) -> None:
+    sink = await SqliteAuditSink.open(tmp_path / "a.db")
+    log = AuditLog(sink, signer, writer="w", linger=0.01)  # fail-closed
+    await log.append(event(0))
+    sink._conn.close()  # type: ignore[union-attr]
+    with caplog.at_level(logging.ERROR, logger="bastion.audit"):
+        log.record(event(1, password="hunter2"))  # does not raise: nothing is left to refuse
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if "audit record lost" in caplog.text:
+                break
+    assert "audit record lost" in caplog.text and "req-1" in caplog.text
+    assert "hunter2" not in caplog.text
+    with pytest.raises(AuditUnavailable):
+        await log.append(event(2))  # an awaited append still fails closed

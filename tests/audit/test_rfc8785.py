@@ -3,6 +3,7 @@ encoder) agreeing with the reference walk on arbitrary data."""
 
 from __future__ import annotations
 
+import enum
 import json
 import struct
 
@@ -145,3 +146,39 @@ def test_fast_path_agrees_with_the_reference_walk(value: object) -> None:
     assert canonicalize_text(value) == expected
     # canonical text parses back to the same data, and is a fixed point
     assert canonicalize_text(json.loads(expected)) == expected
+
+
+class _Level(enum.IntEnum):
+    HIGH = 3
+
+
+def _deep(levels: int) -> object:
+    value: object = 1
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+class _Loud(str):
+    def __str__(self) -> str:
+        return "LOUD"
+
+
+@pytest.mark.parametrize("value", [
+    {"level": _Level.HIGH},  # the C encoder writes an IntEnum by its int value
+    {"name": _Loud("quiet")},
+    {"n": 2**53},  # past the safe range: written as the nearest double
+    {"b": True, "t": ("x", 1), "nested": [{"k": None}]},
+    {1: "a"},  # a non-string member name is an error, not "1"
+    {"x": "\U0001f600", "\ue000": 1},  # UTF-16 order differs from code point order
+    {"f": 1.0},
+    _deep(70),  # deeper than the fast path looks: the careful walk takes it
+])
+def test_fast_path_takes_only_what_it_writes_canonically(value: object) -> None:
+    try:
+        expected = _reference(value)
+    except CanonicalizationError:
+        with pytest.raises(CanonicalizationError):
+            canonicalize_text(value)
+        return
+    assert canonicalize_text(value) == expected

@@ -11,7 +11,6 @@ file can drop them; that is what the chain and the signatures are for).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 import threading
@@ -23,6 +22,7 @@ from bastion.audit.chain import GENESIS_HASH, ChainHead, SealedRecord
 from bastion.audit.checkpoint import Checkpoint
 from bastion.audit.model import parse_time
 from bastion.audit.sinks.base import SealedBatch, Sealer
+from bastion.audit.sinks.worker import SinkWorker
 
 __all__ = ["SqliteAuditSink"]
 
@@ -65,11 +65,18 @@ class SqliteAuditSink:
         self.commits = 0
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
+        self._worker: SinkWorker | None = None
 
     @classmethod
     async def open(cls, path: Path) -> SqliteAuditSink:
         sink = cls(path)
-        await asyncio.to_thread(sink._open_sync)
+        worker = SinkWorker(f"bastion-audit-sqlite:{path.name}")
+        try:
+            await worker.call(sink._open_sync)
+        except BaseException:
+            await worker.stop()
+            raise
+        sink._worker = worker
         return sink
 
     def _open_sync(self) -> None:
@@ -100,7 +107,14 @@ class SqliteAuditSink:
                     self._conn.close()
                     self._conn = None
 
-        await asyncio.to_thread(close)
+        worker, self._worker = self._worker, None
+        if worker is None:
+            close()
+            return
+        try:
+            await worker.call(close)
+        finally:
+            await worker.stop()
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def call() -> T:
@@ -109,7 +123,9 @@ class SqliteAuditSink:
                     raise sqlite3.ProgrammingError("the audit database is closed")
                 return fn(self._conn)
 
-        return await asyncio.to_thread(call)
+        if self._worker is None:
+            raise sqlite3.ProgrammingError("the audit database is closed")
+        return await self._worker.call(call)
 
     # --- writing -----------------------------------------------------------------------------
 
