@@ -366,24 +366,25 @@ def aggregate(rounds: list[dict[str, dict[str, Any]]], configs: list[str]) -> di
                  if b["server_cpu_ms_per_call"]])
             agg["p50_added_ms"] = median([a["p50_ms"] - b["p50_ms"] for a, b in base
                                           if a["p50_ms"] is not None and b["p50_ms"] is not None])
-        other = COMPARE_C.get(name)
-        pairs = [(r[name], r[other]) for r in rounds if other and name in r and other in r]
-        if pairs:
-            agg["throughput_vs_fastmcp"] = median(
-                [a["calls_per_s"] / b["calls_per_s"] for a, b in pairs if b["calls_per_s"]])
-            agg["server_cpu_vs_fastmcp"] = median(
-                [a["server_cpu_ms_per_call"] / b["server_cpu_ms_per_call"] for a, b in pairs
-                 if b["server_cpu_ms_per_call"]])
-        off = COMPARE_AUDIT.get(name)
-        pairs = [(r[name], r[off]) for r in rounds if off and name in r and off in r]
-        if pairs:
-            agg["throughput_vs_audit_off"] = median(
-                [a["calls_per_s"] / b["calls_per_s"] for a, b in pairs if b["calls_per_s"]])
-            agg["server_cpu_vs_audit_off"] = median(
-                [a["server_cpu_ms_per_call"] / b["server_cpu_ms_per_call"] for a, b in pairs
-                 if b["server_cpu_ms_per_call"]])
+        agg.update(_ratios(rounds, name, COMPARE_C.get(name), "fastmcp"))
+        agg.update(_ratios(rounds, name, COMPARE_AUDIT.get(name), "audit_off"))
         out[name] = agg
     return out
+
+
+def _ratios(rounds: list[dict[str, dict[str, Any]]], name: str, other: str | None,
+            label: str) -> dict[str, float | None]:
+    """Throughput and server CPU of ``name`` against ``other``, per round, then the median."""
+    pairs = [(r[name], r[other]) for r in rounds if other and name in r and other in r]
+    if not pairs:
+        return {}
+    return {
+        f"throughput_vs_{label}": median(
+            [a["calls_per_s"] / b["calls_per_s"] for a, b in pairs if b["calls_per_s"]]),
+        f"server_cpu_vs_{label}": median(
+            [a["server_cpu_ms_per_call"] / b["server_cpu_ms_per_call"] for a, b in pairs
+             if b["server_cpu_ms_per_call"]]),
+    }
 
 
 def fmt(v: float | None, spec: str) -> str:

@@ -47,13 +47,6 @@ class Condition:
         self.variables = frozenset(str(v).split(".")[0] for v in program.variables()) - bound
         self.arg_fields = _arg_fields(source) if "args" in self.variables else frozenset()
 
-    def evaluate(self, facts: Facts) -> bool:
-        """True/False; raises ``ValueError`` when the expression cannot be evaluated."""
-        context = cel.Context()
-        for name, value in facts.variables(self.variables).items():
-            context.add_variable(name, value)
-        return self.run(context)
-
     def run(self, context: Any) -> bool:
         try:
             result = self.program.execute(context)
@@ -117,14 +110,11 @@ class _Bindings:
             self._contexts[key] = (facts.principal, facts.claims, context)
         else:
             context = entry[2]
-        if "args" in names:
-            arguments = facts.arguments
+        for name, value in facts.variables(names & _PER_CALL).items():
             # Narrowing saves conversions only; the conditions cannot observe other fields.
-            if arg_fields is not None and len(arguments) > len(arg_fields):
-                arguments = {k: arguments[k] for k in arg_fields if k in arguments}
-            context.add_variable("args", arguments)
-        if "context" in names:
-            context.add_variable("context", facts.context_variable())
+            if name == "args" and arg_fields is not None and len(value) > len(arg_fields):
+                value = {k: value[k] for k in arg_fields if k in value}
+            context.add_variable(name, value)
         return context
 
 
@@ -285,11 +275,8 @@ class Policy:
         return self._bindings.context(facts, plan.variables, plan.arg_fields)
 
     def decide(self, facts: Facts, trace: Trace | None = None) -> Decision:
-        plan = self._plans.get((facts.method, facts.name, facts.mount))
-        if plan is None:
-            plan = self._plan(facts.method, facts.name, facts.mount)
-        context = self._bindings.context(facts, plan.variables, plan.arg_fields) \
-            if plan.variables else None
+        plan = self._plan(facts.method, facts.name, facts.mount)
+        context = self._context(facts, plan)
         if trace is None:
             fast = self._decide_fast(facts, plan, context)
             if fast is not None:

@@ -40,8 +40,6 @@ class Facts:
         if "args" in names:
             out["args"] = dict(self.arguments)
         if "context" in names:
-            out["context"] = self.context_variable()
+            out["context"] = {"time": self.time, "client_address": self.client_address,
+                              "era": self.era}
         return out
-
-    def context_variable(self) -> dict[str, Any]:
-        return {"time": self.time, "client_address": self.client_address, "era": self.era}
