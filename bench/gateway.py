@@ -128,6 +128,21 @@ def pin_process(proc: psutil.Process, cpus: set[int]) -> None:
             os.sched_setaffinity(tid, cpus)
 
 
+def thread_ticks(pid: int) -> dict[str, tuple[int, int]]:
+    """utime and stime clock ticks of the process's main thread and of its other threads."""
+    out = {"main": (0, 0), "threads": (0, 0)}
+    for tid in tasks_of(pid):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        key = "main" if tid == pid else "threads"
+        u, s = out[key]
+        out[key] = (u + int(fields[11]), s + int(fields[12]))
+    return out
+
+
 def cpu_seconds(proc: psutil.Process) -> float:
     try:
         t = proc.cpu_times()
@@ -306,6 +321,7 @@ async def measure(bench: Bench, server: Server, layout: str, era: str, concurren
                   seconds: float) -> dict[str, Any]:
     marks: dict[str, dict[int, float]] = {}
     ticks: dict[str, dict[str, tuple[int, int]]] = {}
+    gw_ticks: dict[str, dict[str, tuple[int, int]]] = {}
     roles: dict[str, list[psutil.Process]] = {}
 
     def on_window(edge: str) -> None:
@@ -316,6 +332,8 @@ async def measure(bench: Bench, server: Server, layout: str, era: str, concurren
             roles = server.roles()
         marks[edge] = {p.pid: cpu_seconds(p) for ps in roles.values() for p in ps}
         ticks[edge] = cpu_ticks()
+        if server.gateway:
+            gw_ticks[edge] = thread_ticks(server.proc.pid)
 
     load = await run_load(Target(server.url, server.token), era=era, concurrency=concurrency,
                           seconds=seconds, warmup=bench.args.warmup, on_window=on_window)
@@ -329,7 +347,23 @@ async def measure(bench: Bench, server: Server, layout: str, era: str, concurren
         cpu[role] = total / load.calls * 1000 if load.calls else float("nan")
     row["cpu_ms_per_call"] = cpu
     row["server_cpu_ms_per_call"] = sum(cpu.values())
+    if gw_ticks.get("start") and gw_ticks.get("end") and load.calls:
+        # where the gateway's CPU goes: its event loop's thread or the others (audit writer,
+        # executor), in user or kernel mode
+        hz = os.sysconf("SC_CLK_TCK")
+        row["gateway_threads_ms_per_call"] = {
+            f"{key}_{mode}": (gw_ticks["end"][key][i] - gw_ticks["start"][key][i])
+            / hz / load.calls * 1000
+            for key in ("main", "threads") for i, mode in enumerate(("user", "sys"))}
     return row
+
+
+def threads_note(row: dict[str, Any]) -> str:
+    t = row.get("gateway_threads_ms_per_call")
+    if not t:
+        return ""
+    return (f"  gw loop {t['main_user']:.2f}u+{t['main_sys']:.2f}s"
+            f" threads {t['threads_user']:.2f}u+{t['threads_sys']:.2f}s")
 
 
 def median(values: list[float]) -> float | None:
@@ -522,8 +556,8 @@ async def run(bench: Bench, args: argparse.Namespace, partial: Path) -> dict[str
                               f"{row['calls_per_s']:7.0f}/s  p50 {fmt(row['p50_ms'], '.2f')} ms"
                               f"  srv cpu {row['server_cpu_ms_per_call']:.3f} ms"
                               f"  err {row['errors']}  load {row['loadavg_1m']:.1f}"
-                              f"  steal {max(row['steal'].values(), default=0):.0%}",
-                              flush=True)
+                              f"  steal {max(row['steal'].values(), default=0):.0%}"
+                              + threads_note(row), flush=True)
                     rounds.append(this)
                 by_conc[str(conc)] = aggregate(rounds, configs)
             results["layouts"][layout][era] = by_conc

@@ -35,9 +35,9 @@ from bastion.audit.chain import ChainHead, check_writer_id, seal_all, stored_lin
 from bastion.audit.checkpoint import Checkpoint
 from bastion.audit.errors import AuditUnavailable
 from bastion.audit.keys import AuditSigner
-from bastion.audit.model import AuditEvent, format_time, parse_time
+from bastion.audit.model import AuditEvent, format_time
 from bastion.audit.redact import DEFAULT_PROCESSORS, Processor
-from bastion.audit.sinks.base import AuditSink, SealedBatch
+from bastion.audit.sinks.base import AuditSink, SealedBatch, Sealer
 from bastion.audit.sinks.jsonl import JsonlSink
 
 __all__ = [
@@ -126,13 +126,10 @@ class AuditLog:
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((body, future))
-        self._flush_now = True
-        self._wake.set()
-        if self._flusher is None:
-            self._flusher = asyncio.create_task(self._run(), name="bastion-audit-flusher")
+        self._want_batch()
         try:
-            # shielded: a caller that gives up does not take the record out of the batch
-            await asyncio.shield(future)
+            # A caller that gives up cancels only its future: the record stays in its batch.
+            await future
         except AuditUnavailable as exc:
             self._fail(event, exc.description)
 
@@ -164,8 +161,14 @@ class AuditLog:
     def _linger_due(self) -> None:
         self._linger_timer = None
         if self._pending:
-            self._flush_now = True
-            self._wake.set()
+            self._want_batch()
+
+    def _want_batch(self) -> None:
+        """A batch is wanted now: wake the flusher (started on first use)."""
+        self._flush_now = True
+        self._wake.set()
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._run(), name="bastion-audit-flusher")
 
     @staticmethod
     def _lost(kind: str, correlation_id: str | None, why: str) -> None:
@@ -238,13 +241,14 @@ class AuditLog:
         async with self._commit_lock:
             return await self._commit_locked(bodies)
 
-    async def _commit_locked(self, bodies: list[dict[str, Any]]) -> SealedBatch:
-        where = self.sink.description
-        # Seal here, against the head the last batch left, so the sink's thread only compares
-        # heads (under its write lock) and writes: the hashing and canonicalising stay on the
-        # event loop's thread instead of contending with it for the GIL. If the store's head
-        # is not the expected one (another process shares the writer id), the sink seals again
-        # against the head it read: the chain is always the store's.
+    def _sealer(self, bodies: list[dict[str, Any]]) -> tuple[Sealer, list[ChainHead]]:
+        """The sink's seal function for ``bodies``, and the heads it was handed.
+
+        The batch is sealed here, against the head the last batch left, so the sink only
+        compares heads (under its write lock) and writes: the hashing and canonicalising stay
+        on the event loop's thread instead of contending with it for the GIL. If the store's
+        head is not the expected one (another process shares the writer id), the sink seals
+        again against the head it read: the chain is always the store's."""
         expected = self._head
         presealed: SealedBatch | None = None
         if expected is not None:
@@ -260,6 +264,29 @@ class AuditLog:
                 return presealed
             return self._seal(head, items)
 
+        return seal, used
+
+    def _written(self, used: list[ChainHead], batch: SealedBatch) -> None:
+        self._force_checkpoint = False
+        if used:
+            self._head = batch.head_after(used[-1])
+        if batch.checkpoint is not None:
+            self._unsigned_since = None
+        elif batch.sealed and self._unsigned_since is None:
+            self._unsigned_since = self._clock()
+        elif not batch.sealed and self._unsigned_since is not None:
+            # an empty batch that signed nothing (another process sharing the writer id
+            # signed lately): look again a full interval from now, not at once
+            self._unsigned_since = self._clock()
+
+    def _unavailable(self, count: int, where: str, exc: Exception) -> AuditUnavailable:
+        logger.error("audit: writing %d record(s) to %s failed: %s: %s",
+                     count, where, type(exc).__name__, exc)
+        return AuditUnavailable(f"{where}: {type(exc).__name__}: {exc}")
+
+    async def _commit_locked(self, bodies: list[dict[str, Any]]) -> SealedBatch:
+        where = self.sink.description
+        seal, used = self._sealer(bodies)
         self._head = None  # unknown until this batch is known to be written
         try:
             batch = await self.sink.append_batch(self.writer, bodies, seal)
@@ -267,16 +294,33 @@ class AuditLog:
                 where = self.mirror.description
                 await self._mirror(batch)
         except Exception as exc:
-            logger.error("audit: writing %d record(s) to %s failed: %s: %s",
-                         len(bodies), where, type(exc).__name__, exc)
-            raise AuditUnavailable(f"{where}: {type(exc).__name__}: {exc}") from exc
-        self._force_checkpoint = False
-        if used:
-            self._head = _advance(used[-1], batch)
-        if batch.checkpoint is not None:
-            self._unsigned_since = None
-        elif batch.sealed and self._unsigned_since is None:
-            self._unsigned_since = self._clock()
+            raise self._unavailable(len(bodies), where, exc) from exc
+        self._written(used, batch)
+        return batch
+
+    def _settle(self, batch: list[tuple[dict[str, Any], asyncio.Future[None]]],
+                done: SealedBatch) -> None:
+        self.batches += 1
+        self.records += len(done.sealed)
+        for index, (_, future) in enumerate(batch):
+            if future.done():
+                continue
+            if index in done.rejected:
+                future.set_exception(AuditUnavailable(
+                    f"the event is not JSON data: {done.rejected[index]}"))
+            else:
+                future.set_result(None)
+
+    @staticmethod
+    def _refuse(batch: list[tuple[dict[str, Any], asyncio.Future[None]]],
+                exc: BaseException) -> None:
+        for _, future in batch:
+            if not future.done():
+                future.set_exception(exc)
+
+    def _take(self) -> list[tuple[dict[str, Any], asyncio.Future[None]]]:
+        batch = self._pending[: self.max_batch]
+        del self._pending[: self.max_batch]
         return batch
 
     async def _mirror(self, batch: SealedBatch) -> None:
@@ -324,8 +368,7 @@ class AuditLog:
             if self._linger_timer is not None:
                 self._linger_timer.cancel()
                 self._linger_timer = None
-            batch = self._pending[: self.max_batch]
-            del self._pending[: self.max_batch]
+            batch = self._take()
             if self._pending:
                 self._flush_now = True  # more than one batch's worth: the next one at once
             if not batch and self._unsigned_since is None:
@@ -333,39 +376,14 @@ class AuditLog:
             try:
                 done = await self._commit([body for body, _ in batch])
             except AuditUnavailable as exc:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
+                self._refuse(batch, exc)
                 if not batch:
                     await asyncio.sleep(min(self.checkpoint_seconds, 1.0))  # timer retry
                 continue
             except BaseException as exc:  # cancelled: nobody may wait forever
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(AuditUnavailable(f"{type(exc).__name__}"))
+                self._refuse(batch, AuditUnavailable(f"{type(exc).__name__}"))
                 raise
-            self.batches += 1
-            self.records += len(done.sealed)
-            for index, (_, future) in enumerate(batch):
-                if future.done():
-                    continue
-                if index in done.rejected:
-                    future.set_exception(AuditUnavailable(
-                        f"the event is not JSON data: {done.rejected[index]}"))
-                else:
-                    future.set_result(None)
-
-
-def _advance(head: ChainHead, batch: SealedBatch) -> ChainHead:
-    """The head after ``batch`` was written on top of ``head``."""
-    seq, digest = head.seq, head.hash
-    if batch.sealed:
-        last = batch.sealed[-1].record
-        seq, digest = int(last["seq"]), str(last["hash"])
-    checkpoint_seq, checkpoint_time = head.checkpoint_seq, head.checkpoint_time
-    if batch.checkpoint is not None:
-        checkpoint_seq, checkpoint_time = batch.checkpoint.seq, parse_time(batch.checkpoint.time)
-    return ChainHead(head.writer, seq, digest, checkpoint_seq, checkpoint_time)
+            self._settle(batch, done)
 
 
 async def open_sink(

@@ -66,7 +66,8 @@ def _fast_path(value: object) -> str | None:
         text = _fast_dumps(value)
     except (TypeError, ValueError):
         return None
-    return None if _HIGH.search(text) else text
+    # isascii() is one C pass (most records are ASCII); the regex only for the rest
+    return text if text.isascii() or not _HIGH.search(text) else None
 
 
 _MAX_FAST_DEPTH = 64

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +123,7 @@ async def test_fail_closed_when_the_database_is_closed(tmp_path: Path,
     sink = await SqliteAuditSink.open(tmp_path / "a.db")
     log = AuditLog(sink, signer, writer="w")
     await log.append(event(0))
-    sink._conn.close()  # type: ignore[union-attr]  # the database goes away under the log
+    _break(sink)  # the database goes away under the log
     with pytest.raises(AuditUnavailable, match="sqlite"):
         await log.append(event(1))
     results = await asyncio.gather(*(log.append(event(i)) for i in range(10)),
@@ -130,11 +131,17 @@ async def test_fail_closed_when_the_database_is_closed(tmp_path: Path,
     assert all(isinstance(r, AuditUnavailable) for r in results)
 
 
+def _break(sink: SqliteAuditSink) -> None:
+    """Close the sink's connection under it."""
+    assert sink._conn is not None
+    sink._conn.close()
+
+
 async def test_best_effort_logs_and_continues(tmp_path: Path, signer: AuditSigner,
                                               caplog: pytest.LogCaptureFixture) -> None:
     sink = await SqliteAuditSink.open(tmp_path / "a.db")
     log = AuditLog(sink, signer, writer="w", mode="best-effort")
-    sink._conn.close()  # type: ignore[union-attr]
+    _break(sink)
     with caplog.at_level(logging.WARNING, logger="bastion.audit"):
         await log.append(event(1, password="hunter2"))
     assert "audit record lost" in caplog.text and "req-1" in caplog.text
@@ -265,7 +272,7 @@ async def test_a_queued_record_that_cannot_be_written_is_logged_as_lost(
     sink = await SqliteAuditSink.open(tmp_path / "a.db")
     log = AuditLog(sink, signer, writer="w", linger=0.01)  # fail-closed
     await log.append(event(0))
-    sink._conn.close()  # type: ignore[union-attr]
+    _break(sink)
     with caplog.at_level(logging.ERROR, logger="bastion.audit"):
         log.record(event(1, password="hunter2"))  # does not raise: nothing is left to refuse
         for _ in range(100):
@@ -276,3 +283,61 @@ async def test_a_queued_record_that_cannot_be_written_is_logged_as_lost(
     assert "hunter2" not in caplog.text
     with pytest.raises(AuditUnavailable):
         await log.append(event(2))  # an awaited append still fails closed
+
+
+async def test_the_sqlite_sink_commits_with_a_full_fsync(tmp_path: Path) -> None:
+    """Invariant 8 (nothing acknowledged is lost): WAL with synchronous=FULL."""
+    sink = await SqliteAuditSink.open(tmp_path / "a.db")
+    try:
+        assert sink._conn is not None
+        assert sink._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert sink._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        await sink.close()
+
+
+async def test_a_record_written_by_another_connection_moves_the_cached_head(
+        tmp_path: Path, signer: AuditSigner) -> None:
+    """The sink reads the head again when another connection committed (data_version): a
+    batch of another process sharing the writer id, between two of ours, is chained on."""
+    log = AuditLog(await SqliteAuditSink.open(tmp_path / "a.db"), signer, writer="w")
+    other = AuditLog(await SqliteAuditSink.open(tmp_path / "a.db"), signer, writer="w")
+    await log.append(event(0))
+    await log.append(event(1))
+    await other.append(event(2))
+    await log.append(event(3))
+    await other.close()
+    await log.close()
+    sink = await SqliteAuditSink.open(tmp_path / "a.db")
+    records, checkpoints = await load(sink)
+    await sink.close()
+    assert [r["correlation_id"] for r in records] == [f"req-{i}" for i in range(4)]
+    assert verify(records, checkpoints, signer.public_jwks(), require_signed=True).ok
+
+
+async def test_a_busy_store_does_not_block_the_loop_and_nothing_is_lost(
+        tmp_path: Path, signer: AuditSigner) -> None:
+    """Another process holds the write lock: the appends wait for it on the sink's thread (the
+    loop keeps running meanwhile), then land in order on a chain that verifies."""
+    sink = await SqliteAuditSink.open(tmp_path / "a.db")
+    log = AuditLog(sink, signer, writer="w")
+    await log.append(event(0))
+    other = sqlite3.connect(tmp_path / "a.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # the write lock, as another process would hold it
+    appends = asyncio.gather(*(log.append(event(i)) for i in range(1, 6)))
+    ticks = 0
+    for _ in range(20):  # the loop is free while the store is busy
+        await asyncio.sleep(0.01)
+        ticks += 1
+    assert not appends.done() and ticks == 20
+    log.record(event(6))
+    other.execute("ROLLBACK")
+    other.close()
+    await asyncio.wait_for(appends, 30)
+    await log.append(event(7))
+    await log.close()
+    sink = await SqliteAuditSink.open(tmp_path / "a.db")
+    records, checkpoints = await load(sink)
+    await sink.close()
+    assert [r["correlation_id"] for r in records] == [f"req-{i}" for i in range(8)]
+    assert verify(records, checkpoints, signer.public_jwks(), require_signed=True).ok

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from bastion.audit.chain import ChainHead, SealedRecord
 from bastion.audit.checkpoint import Checkpoint
+from bastion.audit.model import parse_time
 
 __all__ = ["AuditSink", "SealedBatch", "Sealer"]
 
@@ -27,6 +28,18 @@ class SealedBatch:
     @property
     def records(self) -> list[dict[str, Any]]:
         return [s.record for s in self.sealed]
+
+    def head_after(self, head: ChainHead) -> ChainHead:
+        """The chain's head once this batch is written on top of ``head``."""
+        seq, digest = head.seq, head.hash
+        if self.sealed:
+            last = self.sealed[-1].record
+            seq, digest = int(last["seq"]), str(last["hash"])
+        checkpoint_seq, checkpoint_time = head.checkpoint_seq, head.checkpoint_time
+        if self.checkpoint is not None:
+            checkpoint_seq = self.checkpoint.seq
+            checkpoint_time = parse_time(self.checkpoint.time)
+        return ChainHead(head.writer, seq, digest, checkpoint_seq, checkpoint_time)
 
 
 Sealer = Callable[[ChainHead, Sequence[Mapping[str, Any]]], SealedBatch]

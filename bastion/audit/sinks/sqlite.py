@@ -2,8 +2,11 @@
 (``<data_dir>/audit.db`` by default; any path works, including the AS's own ``bastion.db``).
 
 Durability: WAL with ``synchronous=FULL``, so a COMMIT returns only after the WAL is fsync'd;
-one transaction per batch (group commit). ``BEGIN IMMEDIATE`` takes the write lock before the
-head is read, so processes sharing the file and a writer id extend the chain one at a time.
+one transaction per batch (group commit), on the sink's own thread: while one batch waits
+for its fsync, the event loop goes on and the next batch gathers. ``BEGIN IMMEDIATE`` takes
+the write lock before the head is read, so processes sharing the file and a writer id extend
+the chain one at a time; the head is read from the store only when ``PRAGMA data_version``
+says another connection has committed since this one's last batch.
 
 Append-only: the code has no UPDATE or DELETE path, and triggers refuse both (someone with the
 file can drop them; that is what the chain and the signatures are for).
@@ -65,6 +68,7 @@ class SqliteAuditSink:
         self.commits = 0
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
+        self._heads = _Heads()
         self._worker: SinkWorker | None = None
 
     @classmethod
@@ -134,25 +138,7 @@ class SqliteAuditSink:
     ) -> SealedBatch:
         def write(conn: sqlite3.Connection) -> SealedBatch:
             conn.execute("BEGIN IMMEDIATE")
-            try:
-                batch = seal(_head(conn, writer), bodies)
-                conn.executemany(
-                    "INSERT INTO audit_records (writer, seq, time, kind, hash, record) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    [_row(s) for s in batch.sealed],
-                )
-                cp = batch.checkpoint
-                if cp is not None:
-                    conn.execute(
-                        "INSERT INTO audit_checkpoints (writer, seq, hash, time, kid, jws) "
-                        "VALUES (?, ?, ?, ?, ?, ?)",
-                        (cp.writer, cp.seq, cp.hash, cp.time, cp.kid, cp.jws),
-                    )
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+            batch = _write_batch(conn, writer, bodies, seal, self._heads)
             self.commits += 1
             return batch
 
@@ -225,3 +211,61 @@ def _head(conn: sqlite3.Connection, writer: str) -> ChainHead:
     seq, digest = (int(last[0]), str(last[1])) if last else (0, GENESIS_HASH)
     return ChainHead(writer, seq, digest, int(cp[0]) if cp else 0,
                      parse_time(cp[1]) if cp else None)
+
+
+class _Heads:
+    """Per connection: the head each writer had after this connection's last commit, valid
+    while ``PRAGMA data_version`` is unchanged, i.e. while no other connection (another
+    process, or this sink's other connection) has committed since. Read inside the write
+    transaction, so nobody can commit between the check and the write."""
+
+    def __init__(self) -> None:
+        self.version: int | None = None
+        self.heads: dict[str, ChainHead] = {}
+
+    def get(self, conn: sqlite3.Connection, writer: str) -> ChainHead:
+        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        if version != self.version:
+            self.version, self.heads = version, {}
+        head = self.heads.get(writer)
+        if head is None:
+            head = self.heads[writer] = _head(conn, writer)
+        return head
+
+    def wrote(self, writer: str, head: ChainHead | None) -> None:
+        # this connection's own commits leave data_version as it was
+        if head is None:
+            self.heads.pop(writer, None)
+        else:
+            self.heads[writer] = head
+
+    def forget(self) -> None:
+        self.version, self.heads = None, {}
+
+
+def _write_batch(conn: sqlite3.Connection, writer: str, bodies: Sequence[Mapping[str, Any]],
+                 seal: Sealer, heads: _Heads) -> SealedBatch:
+    """Inside a write transaction just begun: read the head, seal, insert, commit."""
+    try:
+        head = heads.get(conn, writer)
+        batch = seal(head, bodies)
+        conn.executemany(
+            "INSERT INTO audit_records (writer, seq, time, kind, hash, record) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [_row(s) for s in batch.sealed],
+        )
+        cp = batch.checkpoint
+        if cp is not None:
+            conn.execute(
+                "INSERT INTO audit_checkpoints (writer, seq, hash, time, kid, jws) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (cp.writer, cp.seq, cp.hash, cp.time, cp.kid, cp.jws),
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        heads.forget()
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    heads.wrote(writer, batch.head_after(head))
+    return batch

@@ -1,0 +1,164 @@
+"""CPU per tool call of the gateway's ASGI application itself, audit on against audit off, in
+one process: no HTTP server in front, no load generator in the way.
+
+The upstream (the demo SDK server) runs in its own process on CPU 0; this process, pinned to
+CPU 1, builds two runtimes from the same configuration as bench/gateway.py (one with the
+audit trail, fail-closed SQLite; one without), then drives each app with 2026-07-28
+``tools/call echo`` requests one at a time and reads its own CPU time (user + system, every
+thread). Rounds alternate the order; figures are medians. The difference is what the audit
+trail costs per call, with its fsync'd commit (kernel time included), where the host's
+noise on a shared core would hide it in bench/gateway.py.
+
+    .venv/bin/python bench/app_cpu.py                 # 5 rounds of 1000 calls
+    .venv/bin/python bench/app_cpu.py --calls 300 --rounds 3
+
+For a figure that does not move with the host at all, count instructions (user space only):
+run ``valgrind --tool=callgrind .venv/bin/python bench/app_cpu.py --only on --calls N
+--rounds 1`` for two values of N; the difference over the difference in N is per call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+sys.path.insert(0, str(BENCH.parent))
+
+from gateway import POLICY, free_port, wait_port  # noqa: E402
+from loadgen import META, MODERN  # noqa: E402
+from servers import SCOPE, bastion_config  # noqa: E402
+
+from bastion.keys import SigningKeys  # noqa: E402
+from bastion.server.tokens import mint_access_token  # noqa: E402
+
+
+def pin(cpu: int) -> None:
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {cpu})
+
+
+class Driver:
+    """One app, called the way uvicorn would call it, with a fresh request each time."""
+
+    def __init__(self, app: Any, port: int, token: str) -> None:
+        self.app, self.port, self.token = app, port, token
+        self.next_id = 0
+
+    async def call(self) -> None:
+        self.next_id += 1
+        rid = self.next_id
+        text = f"t{rid}"
+        body = json.dumps({"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": {
+            "name": "echo", "arguments": {"text": text}, "_meta": META}}).encode()
+        headers = [
+            (b"host", f"127.0.0.1:{self.port}".encode()),
+            (b"content-type", b"application/json"),
+            (b"accept", b"application/json, text/event-stream"),
+            (b"authorization", f"Bearer {self.token}".encode()),
+            (b"mcp-protocol-version", MODERN.encode()), (b"mcp-method", b"tools/call"),
+            (b"mcp-name", b"echo"), (b"content-length", str(len(body)).encode())]
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                 "method": "POST", "scheme": "http", "path": "/mcp", "raw_path": b"/mcp",
+                 "query_string": b"", "root_path": "", "headers": headers,
+                 "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", self.port),
+                 "state": {}}
+        delivered = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await asyncio.Event().wait()  # the client stays connected
+            raise AssertionError
+
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await self.app(scope, receive, send)
+        if sent[0].get("status") != 200 or text.encode() not in b"".join(
+                m.get("body", b"") for m in sent[1:]):
+            raise SystemExit(f"the gateway did not echo: {sent[:2]!r}")
+
+
+async def measure(args: argparse.Namespace, data: Path, up: int) -> None:
+    from bastion.runtime import build_runtime
+
+    keys = SigningKeys.load_or_create(data)
+    (data / "policy.toml").write_text(POLICY)
+    drivers: dict[str, Driver] = {}
+    for name in args.only or ["on", "off"]:
+        folder = data / name
+        shutil.copytree(data / "keys", folder / "keys")
+        port = free_port()
+        config = bastion_config(port, folder, data / "policy.toml",
+                                {"url": f"http://127.0.0.1:{up}/mcp"}, audit=name == "on")
+        runtime = await build_runtime(config, source="bench")
+        base = f"http://127.0.0.1:{port}"
+        token = mint_access_token(keys, issuer=base, subject="bench-user",
+                                  client_id="bench-client", audience=base + "/mcp",
+                                  scopes=[SCOPE], lifetime=3600, now=time.time())[0]
+        drivers[name] = Driver(runtime.app, port, token)
+    for driver in drivers.values():
+        for _ in range(args.warmup):
+            await driver.call()
+    cpu: dict[str, list[float]] = {name: [] for name in drivers}
+    wall: dict[str, list[float]] = {name: [] for name in drivers}
+    names = list(drivers)
+    for r in range(args.rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            driver = drivers[name]
+            c0, t0 = time.process_time(), time.perf_counter()
+            for _ in range(args.calls):
+                await driver.call()
+            cpu[name].append((time.process_time() - c0) / args.calls * 1000)
+            wall[name].append((time.perf_counter() - t0) / args.calls * 1000)
+    print(f"{'audit':6}{'cpu ms/call':>13}{'wall ms/call':>14}   rounds (cpu)")
+    for name in names:
+        print(f"{name:6}{statistics.median(cpu[name]):13.3f}"
+              f"{statistics.median(wall[name]):14.3f}   "
+              + " ".join(f"{v:.3f}" for v in cpu[name]))
+    if len(names) == 2:
+        diffs = [a - b for a, b in zip(cpu["on"], cpu["off"], strict=True)]
+        print(f"audit trail: +{statistics.median(diffs):.3f} ms of CPU per call "
+              f"(median of per-round differences)")
+
+
+def main(args: argparse.Namespace) -> None:
+    pin(1)
+    data = Path(tempfile.mkdtemp(prefix="bastion-app-cpu-"))
+    up = free_port()
+    upstream = subprocess.Popen(
+        [sys.executable, str(BENCH / "servers.py"), "upstream", "--port", str(up)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=lambda: pin(0))
+    try:
+        wait_port(up, upstream, "upstream")
+        asyncio.run(measure(args, data, up))
+    finally:
+        upstream.terminate()
+        upstream.wait(10)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--only", nargs="+", choices=["on", "off"])
+    main(parser.parse_args())
