@@ -341,3 +341,20 @@ async def test_a_busy_store_does_not_block_the_loop_and_nothing_is_lost(
     await sink.close()
     assert [r["correlation_id"] for r in records] == [f"req-{i}" for i in range(8)]
     assert verify(records, checkpoints, signer.public_jwks(), require_signed=True).ok
+
+
+async def test_an_idle_tail_signed_by_another_process_does_not_spin_the_flusher(
+        tmp_path: Path, signer: AuditSigner) -> None:
+    """A's unsigned tail was signed by B (same writer id): A's timer finds nothing to sign and
+    waits a full interval again instead of committing empty batches back to back."""
+    a = AuditLog(await SqliteAuditSink.open(tmp_path / "a.db"), signer, writer="w",
+                 checkpoint_seconds=0.05)
+    b = AuditLog(await SqliteAuditSink.open(tmp_path / "a.db"), signer, writer="w")
+    await a.append(event(0))
+    await b.append(event(1))
+    await b.checkpoint()  # signs the head, A's record included
+    before = a.sink.commits
+    await asyncio.sleep(0.5)  # ten of A's intervals
+    assert a.sink.commits - before <= 12, f"{a.sink.commits - before} commits in 0.5 s"
+    await a.close()
+    await b.close()
