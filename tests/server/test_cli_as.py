@@ -9,6 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from bastion.audit import AuditUnavailable
+from bastion.audit.export import load
+from bastion.audit.log import AUDIT_DB_NAME
+from bastion.audit.sinks.sqlite import SqliteAuditSink
 from bastion.cli import clients as clients_cli
 from bastion.cli import keys as keys_cli
 from bastion.cli import users as users_cli
@@ -87,3 +91,34 @@ def test_keys_rotate_and_list(config: str, capsys: pytest.CaptureFixture[str]) -
     assert run(["keys", "--config", config, "list"]) == 0
     listing = capsys.readouterr().out
     assert first in listing and "retires" in listing and "current" in listing
+
+
+def test_keys_rotate_is_recorded_first(config: str, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """Invariant 4: the rotation is in the audit trail before it happens; when the trail
+    cannot be written, the key ring stays as it was."""
+    assert run(["keys", "--config", config, "list"]) == 0
+    first = capsys.readouterr().out.split("\t")[0]
+    assert run(["keys", "--config", config, "rotate"]) == 0
+    capsys.readouterr()
+
+    async def rotations() -> list[dict[str, object]]:
+        sink = await SqliteAuditSink.open(tmp_path / "data" / AUDIT_DB_NAME)
+        try:
+            records, _ = await load(sink)
+        finally:
+            await sink.close()
+        return [r for r in records if r["kind"] == "keys.rotated"]
+
+    [recorded] = asyncio.run(rotations())
+    assert recorded["extra"] == {"previous_kid": first, "by": "bastion keys rotate"}
+
+    assert run(["keys", "--config", config, "list"]) == 0
+    before = capsys.readouterr().out
+    audit_db = tmp_path / "data" / AUDIT_DB_NAME
+    audit_db.unlink()
+    audit_db.mkdir()  # the audit store cannot be opened
+    with pytest.raises(AuditUnavailable):
+        run(["keys", "--config", config, "rotate"])
+    assert run(["keys", "--config", config, "list"]) == 0
+    assert capsys.readouterr().out == before
