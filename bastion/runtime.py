@@ -262,7 +262,6 @@ async def build_runtime(
         for name, upstream in upstreams.items():
             if isinstance(upstream, StdioUpstream):
                 upstream.on_spawn = _spawn_recorder(audit, name)
-    if audit is not None:
         shutdown.append(audit.close)  # last: after everything that records has stopped
     gateway = Gateway(settings=settings, mounts=mounts, verifier=verifier, upstreams=upstreams,
                       other=other, buckets=buckets, sessions=sessions, audit=audit,

@@ -60,6 +60,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 
 from loadgen import LEGACY, MODERN, Target, run_load, summarize  # noqa: E402
+from report import results_path  # noqa: E402
 
 from bastion.keys import SigningKeys  # noqa: E402
 from bastion.server.tokens import mint_access_token  # noqa: E402
@@ -636,9 +637,7 @@ def main() -> None:
                "audit_in_gateway": "audit" in BastionConfig.model_fields,
                "platform": platform.platform(), "loadavg_at_start": os.getloadavg(),
                "uvicorn": "httptools+uvloop" if args.speedups else "h11+asyncio"}
-    out = BENCH / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"gateway-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    path = results_path("gateway")
     with tempfile.TemporaryDirectory(prefix="bastion-bench-") as tmp:
         bench = Bench(args, Path(tmp))
         try:

@@ -33,6 +33,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from report import write_results  # noqa: E402
+
 from bastion.clock import SystemClock  # noqa: E402
 from bastion.gateway.verifier import IssuerVerifier, StaticKeySource, TokenVerifier  # noqa: E402
 from bastion.keys import SigningKeys  # noqa: E402
@@ -203,11 +205,7 @@ def main() -> None:
         result["rows"][name] = {"p50_us": p50, "p99_us": p99}
         print(f"{name:66}{p50:>9.1f}{p99:>9.1f}")
     print(f"load average: {load0[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end")
-    out = ROOT / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"micro-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    path.write_text(json.dumps(result, indent=2))
-    print(f"wrote {path.relative_to(ROOT)}")
+    write_results("micro", result)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ only the applicable conditions are evaluated)."""
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import sys
@@ -15,6 +14,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from report import write_results  # noqa: E402
 
 from bastion.policy import Facts, parse_policy  # noqa: E402
 from bastion.principal import Principal  # noqa: E402
@@ -79,11 +80,7 @@ def main() -> None:
         print(f"{r['rules']:>6}{r['p50_us']:>10.1f}{r['p99_us']:>10.1f}"
               f"{r['p50_us'] / base['p50_us']:>15.2f}x   "
               + " ".join(f"{v:.1f}" for v in r["p50_us_rounds"]))
-    out = ROOT / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"policy_decision-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    path.write_text(json.dumps(rows, indent=2))
-    print(f"wrote {path.relative_to(ROOT)}")
+    write_results("policy_decision", rows)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import base64
 import hashlib
-import json
 import multiprocessing
 import os
 import secrets
@@ -27,6 +26,8 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from report import write_results  # noqa: E402
 
 from bastion.config.load import parse_config  # noqa: E402
 from bastion.storage import open_store  # noqa: E402
@@ -188,11 +189,8 @@ def main() -> None:
                   f"{row['p99_ms']:>10.2f}{row['per_second'] / baseline:>13.2f}x")
             row["ratio_to_baseline"] = row["per_second"] / baseline
         results["runs"][str(concurrency)] = rows
-    out = ROOT / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"token_endpoint-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    path.write_text(json.dumps(results, indent=2))
-    print(f"\nwrote {path.relative_to(ROOT)}")
+    print()
+    write_results("token_endpoint", results)
 
 
 def _free_port() -> int:

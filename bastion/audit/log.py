@@ -155,8 +155,7 @@ class AuditLog:
         self._pending.append((body, future))
         if self._linger_timer is None:
             self._linger_timer = loop.call_later(self.linger, self._linger_due)
-        if self._flusher is None:
-            self._flusher = asyncio.create_task(self._run(), name="bastion-audit-flusher")
+        self._start_flusher()
 
     def _linger_due(self) -> None:
         self._linger_timer = None
@@ -167,6 +166,9 @@ class AuditLog:
         """A batch is wanted now: wake the flusher (started on first use)."""
         self._flush_now = True
         self._wake.set()
+        self._start_flusher()
+
+    def _start_flusher(self) -> None:
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._run(), name="bastion-audit-flusher")
 

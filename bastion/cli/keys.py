@@ -29,16 +29,15 @@ def register(subparsers: Any) -> None:
     sub.add_parser("list", help="list keys").set_defaults(func=_list)
 
 
-def _ring(args: argparse.Namespace) -> tuple[SigningKeys, int]:
-    config = load_config(Path(args.config))
+def _ring(config: BastionConfig) -> tuple[SigningKeys, int]:
     settings = config.authorization_server
     keys = SigningKeys.load_or_create(config.data_dir, algorithm=settings.signing_algorithm)
     return keys, settings.access_token_lifetime_seconds + LEEWAY_SECONDS
 
 
 def _rotate(args: argparse.Namespace) -> int:
-    keys, default_overlap = _ring(args)
     config = load_config(Path(args.config))
+    keys, default_overlap = _ring(config)
     if config.audit.enabled:
         # Recorded first: a rotation that cannot be recorded does not happen.
         asyncio.run(_record_rotation(config, keys.current.kid))
@@ -64,7 +63,7 @@ async def _record_rotation(config: BastionConfig, previous: str) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
-    keys, _ = _ring(args)
+    keys, _ = _ring(load_config(Path(args.config)))
     current = keys.current.kid
     for k in keys.keys:
         state = "current" if k.kid == current else (

@@ -23,7 +23,7 @@ import httpx
 
 from bastion.client.errors import ClientAuthError
 from bastion.mcp.eras import META_VERSION, MODERN
-from bastion.mcp.jsonrpc import NAME_REQUIRED, name_param
+from bastion.mcp.jsonrpc import required_name_param
 
 __all__ = ["Bridge", "header_value", "sse_messages"]
 
@@ -78,7 +78,7 @@ class Bridge:
             if isinstance(method, str):
                 headers["mcp-method"] = header_value(method)
                 # Mcp-Name goes only with the methods that require it (2026-07-28).
-                key = name_param(method) if method in NAME_REQUIRED else None
+                key = required_name_param(method)
                 if key and isinstance(params, dict) and isinstance(params.get(key), str):
                     headers["mcp-name"] = header_value(params[key])
             return headers

@@ -2,7 +2,7 @@
 
 The gateway's hot path needs one thing from its upstream client: send a request, stream the
 answer back. httpx did this at several times the upstream's own CPU cost per call (its
-connection-pool bookkeeping grows with concurrency; bench/upstream_client.py measures it), so
+connection-pool bookkeeping grows with concurrency; docs/performance.md has the figures), so
 the gateway speaks HTTP/1.1 itself: keep-alive connections in a LIFO pool, Content-Length or
 chunked bodies, strict parsing of the status line and framing headers, no redirects, per-read
 timeouts (none for a GET event stream). https upstreams use the system trust store.

@@ -8,7 +8,7 @@ from typing import Any
 
 from bastion.errors import JsonRpcError
 
-__all__ = ["NAME_REQUIRED", "Envelope", "error_body", "name_param", "parse_envelope"]
+__all__ = ["Envelope", "error_body", "parse_envelope", "required_name_param"]
 
 MAX_DEPTH = 64
 
@@ -24,12 +24,13 @@ _NAME_PARAM = {
 
 # Methods whose target must be present (they carry Mcp-Name in 2026-07-28). The subscribe pair
 # is looked up when present but not required: 2026-07-28 removed it, and the upstream answers.
-NAME_REQUIRED = frozenset({"tools/call", "prompts/get", "resources/read"})
+_NAME_REQUIRED = frozenset({"tools/call", "prompts/get", "resources/read"})
 
 
-def name_param(method: str) -> str | None:
-    """The parameter naming a method's target: ``name`` or ``uri`` (None for the others)."""
-    return _NAME_PARAM.get(method)
+def required_name_param(method: str) -> str | None:
+    """The parameter that must name the method's target (``name`` or ``uri``), for the methods
+    that carry Mcp-Name in 2026-07-28; None for the others."""
+    return _NAME_PARAM.get(method) if method in _NAME_REQUIRED else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +113,7 @@ def parse_envelope(body: bytes) -> Envelope:
     if not isinstance(params, dict):
         raise JsonRpcError(JsonRpcError.INVALID_PARAMS, "Invalid params: params must be an object",
                            http_status=400, request_id=req_id)
-    key = _NAME_PARAM.get(method) if method in NAME_REQUIRED else None
+    key = required_name_param(method)
     if key is not None and not isinstance(params.get(key), str):
         raise JsonRpcError(JsonRpcError.INVALID_PARAMS, f"Invalid params: {key} must be a string",
                            http_status=400, request_id=req_id)

@@ -214,10 +214,10 @@ def _head(conn: sqlite3.Connection, writer: str) -> ChainHead:
 
 
 class _Heads:
-    """Per connection: the head each writer had after this connection's last commit, valid
-    while ``PRAGMA data_version`` is unchanged, i.e. while no other connection (another
-    process, or this sink's other connection) has committed since. Read inside the write
-    transaction, so nobody can commit between the check and the write."""
+    """The head each writer had after this connection's last commit, valid while
+    ``PRAGMA data_version`` is unchanged, i.e. while no other connection (another process, or
+    another sink on the same file) has committed since. Read inside the write transaction, so
+    nobody can commit between the check and the write."""
 
     def __init__(self) -> None:
         self.version: int | None = None
@@ -232,12 +232,9 @@ class _Heads:
             head = self.heads[writer] = _head(conn, writer)
         return head
 
-    def wrote(self, writer: str, head: ChainHead | None) -> None:
+    def wrote(self, writer: str, head: ChainHead) -> None:
         # this connection's own commits leave data_version as it was
-        if head is None:
-            self.heads.pop(writer, None)
-        else:
-            self.heads[writer] = head
+        self.heads[writer] = head
 
     def forget(self) -> None:
         self.version, self.heads = None, {}
