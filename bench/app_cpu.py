@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import json
 import os
+import pstats
 import shutil
 import statistics
 import subprocess
@@ -119,14 +121,22 @@ async def measure(args: argparse.Namespace, data: Path, up: int) -> None:
     cpu: dict[str, list[float]] = {name: [] for name in drivers}
     wall: dict[str, list[float]] = {name: [] for name in drivers}
     names = list(drivers)
+    profiler = cProfile.Profile() if args.profile else None
     for r in range(args.rounds):
         for name in names if r % 2 == 0 else names[::-1]:
             driver = drivers[name]
             c0, t0 = time.process_time(), time.perf_counter()
+            if profiler is not None:
+                profiler.enable()
             for _ in range(args.calls):
                 await driver.call()
+            if profiler is not None:
+                profiler.disable()
             cpu[name].append((time.process_time() - c0) / args.calls * 1000)
             wall[name].append((time.perf_counter() - t0) / args.calls * 1000)
+    if profiler is not None:
+        stats = pstats.Stats(profiler)
+        stats.sort_stats(args.profile).print_stats(40)
     print(f"{'audit':6}{'cpu ms/call':>13}{'wall ms/call':>14}   rounds (cpu)")
     for name in names:
         print(f"{name:6}{statistics.median(cpu[name]):13.3f}"
@@ -139,6 +149,11 @@ async def measure(args: argparse.Namespace, data: Path, up: int) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
+    if args.loop is None:
+        from bastion.cli.serve import server_stack
+        from bastion.config.model import ServerConfig
+
+        args.loop = server_stack(ServerConfig()).event_loop
     pin(1)
     data = Path(tempfile.mkdtemp(prefix="bastion-app-cpu-"))
     up = free_port()
@@ -147,7 +162,12 @@ def main(args: argparse.Namespace) -> None:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=lambda: pin(0))
     try:
         wait_port(up, upstream, "upstream")
-        asyncio.run(measure(args, data, up))
+        if args.loop == "uvloop":
+            import uvloop
+
+            uvloop.run(measure(args, data, up))
+        else:
+            asyncio.run(measure(args, data, up))
     finally:
         upstream.terminate()
         upstream.wait(10)
@@ -161,4 +181,11 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--only", nargs="+", choices=["on", "off"])
+    parser.add_argument("--loop", choices=["uvloop", "asyncio"],
+                        help="the event loop to drive the app on (default: the one bastion "
+                             "serve takes here)")
+    parser.add_argument("--profile", choices=["tottime", "cumulative"],
+                        help="cProfile the measured calls (of --only's configurations) and "
+                             "print the top 40 functions in this order; figures are then "
+                             "inflated by the profiler")
     main(parser.parse_args())

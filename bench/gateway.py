@@ -1,7 +1,7 @@
 """What the gateway costs: the bare upstream, Bastion in front of it, FastMCP's proxy in front
 of it, in one run, with the same lean load generator (bench/loadgen.py).
 
-Configurations (all servers under uvicorn with the same settings):
+Configurations (all servers under uvicorn; --stack says with which event loop and parser):
   upstream        (a) the demo SDK server over Streamable HTTP, alone
   bastion         (b) Bastion in front of it: JWT (built-in AS keys, ES256) with revocation
                       check, scope gate, a policy allowing echo under a CEL condition, rate
@@ -28,6 +28,7 @@ figure is the median over rounds; ratios are computed per round, then the median
     bash bench/setup.sh                       # once: FastMCP venv, py-spy, speedups
     .venv/bin/python bench/gateway.py         # full matrix, ~15-25 min on 2 cores
     .venv/bin/python bench/gateway.py --quick # 1 layout, 3 rounds of 2 s, c = 1 8 32
+    .venv/bin/python bench/gateway.py --quick --stack fast   # everyone on httptools + uvloop
     .venv/bin/python bench/gateway.py --profile 8 --configs upstream bastion --rounds 0
     .venv/bin/python bench/gateway.py --report bench/results/gateway-....json
 """
@@ -188,13 +189,18 @@ class Bench:
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
-        if self.args.speedups:
+        if self.args.stack == "fast":
             env["PYTHONPATH"] = str(SPEEDUPS)
         return env
 
-    def uvicorn_args(self) -> list[str]:
-        if self.args.speedups:
+    def uvicorn_args(self, bastion: bool = False) -> list[str]:
+        """--stack own: every server as its own package runs it. The SDK and FastMCP depend on
+        plain uvicorn (h11, asyncio); Bastion depends on uvloop and httptools and takes them
+        (no flags: bastion/cli/serve.py's choice). standard / fast: everyone the same."""
+        if self.args.stack == "fast":
             return ["--http", "httptools", "--loop", "uvloop"]
+        if self.args.stack == "own" and bastion:
+            return []
         return ["--http", "h11", "--loop", "asyncio"]
 
     def spawn(self, cmd: list[str], name: str, port: int,
@@ -243,7 +249,7 @@ class Bench:
                 data = self.data / name
                 shutil.copytree(self.data / "keys", data / "keys")
                 cmd = [py, servers, "bastion", "--port", str(p), "--data", str(data),
-                       "--policy", str(policy), *upstream, *self.uvicorn_args()]
+                       "--policy", str(policy), *upstream, *self.uvicorn_args(bastion=True)]
                 if name == "bastion-noaudit":
                     cmd.append("--no-audit")
                 if self.args.cprofile:
@@ -612,9 +618,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--warmup", type=float, default=0.5)
-    parser.add_argument("--speedups", action="store_true",
-                        help="every server under uvicorn with httptools + uvloop "
-                             "(bench/.cache/speedups)")
+    parser.add_argument("--stack", choices=["own", "standard", "fast"], default="own",
+                        help="own (default): each server with its package's stack (upstream "
+                             "and FastMCP on h11 + asyncio, Bastion on httptools + uvloop); "
+                             "standard: all on h11 + asyncio; fast: all on httptools + uvloop")
+    parser.add_argument("--speedups", action="store_true", help="the same as --stack fast")
     parser.add_argument("--profile", type=float, metavar="SECONDS",
                         help="afterwards, py-spy each Bastion process under load (c=8)")
     parser.add_argument("--cprofile", action="store_true",
@@ -626,7 +634,9 @@ def main() -> None:
         args.layouts, args.seconds = ["shared"], 2.0
     if "upstream" not in args.configs:
         args.configs = ["upstream", *args.configs]
-    if args.speedups and not (SPEEDUPS / "uvloop").exists():
+    if args.speedups:
+        args.stack = "fast"
+    if args.stack == "fast" and not (SPEEDUPS / "uvloop").exists():
         raise SystemExit("speedups missing: run bash bench/setup.sh")
     started = time.time()
     ticks0 = cpu_ticks()
@@ -636,7 +646,9 @@ def main() -> None:
                "bastion_commit": _git_head(),
                "audit_in_gateway": "audit" in BastionConfig.model_fields,
                "platform": platform.platform(), "loadavg_at_start": os.getloadavg(),
-               "uvicorn": "httptools+uvloop" if args.speedups else "h11+asyncio"}
+               "stack": args.stack, "uvicorn": {
+                   "own": "upstream, FastMCP: h11+asyncio; Bastion: httptools+uvloop",
+                   "standard": "h11+asyncio", "fast": "httptools+uvloop"}[args.stack]}
     path = results_path("gateway")
     with tempfile.TemporaryDirectory(prefix="bastion-bench-") as tmp:
         bench = Bench(args, Path(tmp))

@@ -4,8 +4,9 @@
     servers.py bastion --port P --data DIR --policy FILE (--upstream-url URL | --stdio)
                        [--no-audit]
 
-Every server runs under uvicorn with the same settings (``--http``, ``--loop``; no access
-log), so the comparison is of the applications, not of their server configuration.
+Every server runs under uvicorn with no access log and the ``--http`` / ``--loop`` it is given;
+Bastion, given neither, runs on its own choice (``bastion.cli.serve.server_stack``: uvloop and
+httptools when installed), as ``bastion serve`` does.
 ``--cprofile FILE`` dumps cProfile stats of the process when it receives SIGTERM/SIGINT.
 """
 
@@ -28,7 +29,7 @@ def uvicorn_config(app: Any, port: int, args: argparse.Namespace) -> Any:
     import uvicorn
 
     return uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error",
-                          access_log=False, http=args.http, loop=args.loop, lifespan="on")
+                          access_log=False, http=args.http, lifespan="on")
 
 
 def bastion_config(port: int, data: Path, policy: Path, upstream: dict[str, Any],
@@ -77,8 +78,8 @@ def main() -> None:
     parser.add_argument("--upstream-url")
     parser.add_argument("--stdio", action="store_true")
     parser.add_argument("--no-audit", action="store_true")
-    parser.add_argument("--http", default="h11")
-    parser.add_argument("--loop", default="asyncio")
+    parser.add_argument("--http", choices=["h11", "httptools"])
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"])
     parser.add_argument("--cprofile")
     args = parser.parse_args()
     if args.cprofile:
@@ -94,6 +95,14 @@ def main() -> None:
 
         signal.signal(signal.SIGTERM, dump)
         profiler.enable()
+    if args.kind == "bastion" and (args.http is None or args.loop is None):
+        from bastion.cli.serve import server_stack
+        from bastion.config.model import ServerConfig
+
+        stack = server_stack(ServerConfig())
+        args.http = args.http or stack.http_parser
+        args.loop = args.loop or stack.event_loop
+    args.http, args.loop = args.http or "h11", args.loop or "asyncio"
     if args.loop == "uvloop":
         import uvloop
 

@@ -11,7 +11,6 @@ prints two lines that scripts can read:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import secrets
 import sys
@@ -83,7 +82,7 @@ async def _ensure_user(store: Any, password: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bastion.cli.serve import serve_runtime
+    from bastion.cli.serve import run_server, serve_runtime, server_stack
 
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -100,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         await serve_runtime(runtime, args.log_level)
 
     try:
-        asyncio.run(main())
+        run_server(main, server_stack(config.server, "bastion demo"))
     except KeyboardInterrupt:
         return 0
     return 0

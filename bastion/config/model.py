@@ -77,6 +77,11 @@ class ServerConfig(_Strict):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
     request_timeout_seconds: float = Field(default=120.0, gt=0, le=3600)
     upstream_connect_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+    # The server stack: "auto" takes uvloop and httptools (installed with Bastion; C speedups
+    # for the event loop and the HTTP/1.1 parser) and falls back to asyncio and h11 when they
+    # cannot be imported; naming one makes its absence a start-up error.
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
+    http_parser: Literal["auto", "httptools", "h11"] = "auto"
 
     @field_validator("public_url")
     @classmethod

@@ -48,21 +48,27 @@ class Refusal:
         self.decision, self.reason, self.rule = decision, reason, rule
 
 
+_OWS = " \t"
+
+
 def header(scope: Scope, name: bytes) -> str | None:
-    """The first value of a request header (name in lower case), decoded as latin-1."""
+    """The first value of a request header (name in lower case), decoded as latin-1, without
+    the optional whitespace around it (RFC 9110 §5.5: it is not part of the value; h11 strips
+    it, httptools leaves trailing whitespace in)."""
     for key, value in scope["headers"]:
         if key == name:
-            return str(value.decode("latin-1"))
+            return str(value.decode("latin-1")).strip(_OWS)
     return None
 
 
 def headers_dict(scope: Scope) -> dict[str, str]:
-    """Request headers as a dict (lower-case names; first value wins). Cached in the scope."""
+    """Request headers as a dict (lower-case names; first value wins; values without the
+    optional whitespace around them, as ``header``). Cached in the scope."""
     cached = scope.get(HEADERS)
     if cached is None:
         cached = {}
         for key, value in scope["headers"]:
-            cached.setdefault(key.decode("latin-1").lower(), value.decode("latin-1"))
+            cached.setdefault(key.decode("latin-1").lower(), value.decode("latin-1").strip(_OWS))
         scope[HEADERS] = cached
     result: dict[str, str] = cached
     return result
