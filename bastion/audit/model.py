@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -61,7 +62,33 @@ JsonValue = Any  # str | int | float | bool | None | list[JsonValue] | dict[str,
 
 
 def format_time(epoch_seconds: float) -> str:
-    """RFC 3339 UTC with microseconds: fixed width, so text order is time order."""
+    """RFC 3339 UTC with microseconds: fixed width, so text order is time order.
+
+    The same text as ``datetime.fromtimestamp(t, UTC).isoformat(timespec="microseconds")``
+    with ``Z`` for the offset (microseconds rounded half to even, as datetime does); the part
+    up to the second is kept from the last call, since records come many to a second."""
+    fraction, whole = math.modf(epoch_seconds)
+    micros = round(fraction * 1_000_000)
+    if micros >= 1_000_000:
+        whole, micros = whole + 1, micros - 1_000_000
+    elif micros < 0:
+        whole, micros = whole - 1, micros + 1_000_000
+    second = int(whole)
+    global _last_second
+    cached_second, prefix = _last_second
+    if second != cached_second:
+        if not 0 <= second < _YEAR_10000:
+            return _format_time_slow(epoch_seconds)
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
+        _last_second = (second, prefix)
+    return f"{prefix}{micros:06d}Z"
+
+
+_YEAR_10000 = 253402300800  # 10000-01-01T00:00:00Z: past it %Y is no longer four digits
+_last_second: tuple[int, str] = (-1, "")
+
+
+def _format_time_slow(epoch_seconds: float) -> str:
     moment = datetime.fromtimestamp(epoch_seconds, tz=UTC)
     # isoformat with the offset cut: "2026-11-22T01:55:40.733641+00:00" -> "...733641Z"
     return moment.isoformat(timespec="microseconds")[:-6] + "Z"

@@ -85,7 +85,10 @@ def _plain(value: object, depth: int) -> bool:
         return False
     if kind is dict:
         for key, item in value.items():  # type: ignore[attr-defined]
-            if type(key) is not str or not _plain(item, depth + 1):
+            if type(key) is not str:
+                return False
+            # most members are strings: decided here, without a call
+            if type(item) is not str and not _plain(item, depth + 1):
                 return False
         return True
     if kind is list or kind is tuple:
