@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ sys.path.insert(0, str(BENCH.parent))
 
 from gateway import POLICY, free_port, wait_port  # noqa: E402
 from loadgen import META, MODERN  # noqa: E402
-from servers import SCOPE, bastion_config  # noqa: E402
+from servers import SCOPE, bastion_config, bastion_stack  # noqa: E402
 
 from bastion.keys import SigningKeys  # noqa: E402
 from bastion.server.tokens import mint_access_token  # noqa: E402
@@ -97,31 +98,36 @@ class Driver:
             raise SystemExit(f"the gateway did not echo: {sent[:2]!r}")
 
 
-async def measure(args: argparse.Namespace, data: Path, up: int) -> None:
+async def runtime_and_driver(name: str, data: Path, up: int, *, audit: bool) -> tuple[Any, Driver]:
+    """A runtime built as bench/gateway.py builds Bastion (in ``data/name``, with the keys and
+    policy ``prepare`` left in ``data``), and a driver for its app with a token it accepts."""
     from bastion.runtime import build_runtime
 
+    folder = data / name
+    shutil.copytree(data / "keys", folder / "keys")
+    port = free_port()
+    config = bastion_config(port, folder, data / "policy.toml",
+                            {"url": f"http://127.0.0.1:{up}/mcp"}, audit=audit)
+    runtime = await build_runtime(config, source="bench")
+    base = f"http://127.0.0.1:{port}"
     keys = SigningKeys.load_or_create(data)
-    (data / "policy.toml").write_text(POLICY)
-    drivers: dict[str, Driver] = {}
-    for name in args.only or ["on", "off"]:
-        folder = data / name
-        shutil.copytree(data / "keys", folder / "keys")
-        port = free_port()
-        config = bastion_config(port, folder, data / "policy.toml",
-                                {"url": f"http://127.0.0.1:{up}/mcp"}, audit=name == "on")
-        runtime = await build_runtime(config, source="bench")
-        base = f"http://127.0.0.1:{port}"
-        token = mint_access_token(keys, issuer=base, subject="bench-user",
-                                  client_id="bench-client", audience=base + "/mcp",
-                                  scopes=[SCOPE], lifetime=3600, now=time.time())[0]
-        drivers[name] = Driver(runtime.app, port, token)
+    token = mint_access_token(keys, issuer=base, subject="bench-user",
+                              client_id="bench-client", audience=base + "/mcp",
+                              scopes=[SCOPE], lifetime=3600, now=time.time())[0]
+    return runtime, Driver(runtime.app, port, token)
+
+
+async def alternate(drivers: dict[str, Driver], args: argparse.Namespace,
+                    profiler: cProfile.Profile | None = None
+                    ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Warm every driver up, then ``args.rounds`` rounds of ``args.calls`` calls each, the
+    order reversed every other round: CPU and wall ms per call, per round."""
     for driver in drivers.values():
         for _ in range(args.warmup):
             await driver.call()
     cpu: dict[str, list[float]] = {name: [] for name in drivers}
     wall: dict[str, list[float]] = {name: [] for name in drivers}
     names = list(drivers)
-    profiler = cProfile.Profile() if args.profile else None
     for r in range(args.rounds):
         for name in names if r % 2 == 0 else names[::-1]:
             driver = drivers[name]
@@ -134,6 +140,16 @@ async def measure(args: argparse.Namespace, data: Path, up: int) -> None:
                 profiler.disable()
             cpu[name].append((time.process_time() - c0) / args.calls * 1000)
             wall[name].append((time.perf_counter() - t0) / args.calls * 1000)
+    return cpu, wall
+
+
+async def measure(args: argparse.Namespace, data: Path, up: int) -> None:
+    drivers: dict[str, Driver] = {}
+    for name in args.only or ["on", "off"]:
+        _, drivers[name] = await runtime_and_driver(name, data, up, audit=name == "on")
+    profiler = cProfile.Profile() if args.profile else None
+    cpu, wall = await alternate(drivers, args, profiler)
+    names = list(drivers)
     if profiler is not None:
         stats = pstats.Stats(profiler)
         stats.sort_stats(args.profile).print_stats(40)
@@ -148,14 +164,19 @@ async def measure(args: argparse.Namespace, data: Path, up: int) -> None:
               f"(median of per-round differences)")
 
 
-def main(args: argparse.Namespace) -> None:
-    if args.loop is None:
-        from bastion.cli.serve import server_stack
-        from bastion.config.model import ServerConfig
+Measure = Callable[[argparse.Namespace, Path, int], Coroutine[Any, Any, None]]
 
-        args.loop = server_stack(ServerConfig()).event_loop
+
+def against_upstream(measure: Measure, args: argparse.Namespace) -> None:
+    """Run ``measure(args, data, upstream_port)`` on ``args.loop`` (default: the loop bastion
+    serve takes here), pinned to CPU 1, with the demo SDK upstream on CPU 0 and a data folder
+    holding fresh signing keys and the bench policy; everything is removed after."""
+    if args.loop is None:
+        args.loop = bastion_stack().event_loop
     pin(1)
     data = Path(tempfile.mkdtemp(prefix="bastion-app-cpu-"))
+    SigningKeys.load_or_create(data)
+    (data / "policy.toml").write_text(POLICY)
     up = free_port()
     upstream = subprocess.Popen(
         [sys.executable, str(BENCH / "servers.py"), "upstream", "--port", str(up)],
@@ -174,18 +195,22 @@ def main(args: argparse.Namespace) -> None:
         shutil.rmtree(data, ignore_errors=True)
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--calls", type=int, default=1000)
+def add_common_arguments(parser: argparse.ArgumentParser, calls: int) -> None:
+    parser.add_argument("--calls", type=int, default=calls)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=200)
-    parser.add_argument("--only", nargs="+", choices=["on", "off"])
     parser.add_argument("--loop", choices=["uvloop", "asyncio"],
                         help="the event loop to drive the app on (default: the one bastion "
                              "serve takes here)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_arguments(parser, calls=1000)
+    parser.add_argument("--only", nargs="+", choices=["on", "off"])
     parser.add_argument("--profile", choices=["tottime", "cumulative"],
                         help="cProfile the measured calls (of --only's configurations) and "
                              "print the top 40 functions in this order; figures are then "
                              "inflated by the profiler")
-    main(parser.parse_args())
+    against_upstream(measure, parser.parse_args())

@@ -50,6 +50,14 @@ def bastion_config(port: int, data: Path, policy: Path, upstream: dict[str, Any]
     return parse_config(raw, source="bench")
 
 
+def bastion_stack() -> Any:
+    """The server stack ``bastion serve`` takes here with its default settings."""
+    from bastion.cli.serve import server_stack
+    from bastion.config.model import ServerConfig
+
+    return server_stack(ServerConfig())
+
+
 async def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
@@ -96,10 +104,7 @@ def main() -> None:
         signal.signal(signal.SIGTERM, dump)
         profiler.enable()
     if args.kind == "bastion" and (args.http is None or args.loop is None):
-        from bastion.cli.serve import server_stack
-        from bastion.config.model import ServerConfig
-
-        stack = server_stack(ServerConfig())
+        stack = bastion_stack()
         args.http = args.http or stack.http_parser
         args.loop = args.loop or stack.event_loop
     args.http, args.loop = args.http or "h11", args.loop or "asyncio"

@@ -90,16 +90,17 @@ def run(args: argparse.Namespace) -> int:
     data.mkdir(parents=True, exist_ok=True, mode=0o700)
     config = demo_config(args.port, data)
     password = _demo_password(data)
+    stack = server_stack(config.server, "bastion demo")
 
     async def main() -> None:
         runtime = await build_runtime(config, source="bastion demo")
         await _ensure_user(runtime.extras["store"], password)
         print(f"MCP endpoint: {config.resource_for(config.mounts[0])}", flush=True)
         print(f"Demo login: {DEMO_USER} / {password}", flush=True)
-        await serve_runtime(runtime, args.log_level)
+        await serve_runtime(runtime, args.log_level, stack)
 
     try:
-        run_server(main, server_stack(config.server, "bastion demo"))
+        run_server(main, stack)
     except KeyboardInterrupt:
         return 0
     return 0

@@ -82,19 +82,19 @@ def run_server(main: Callable[[], Coroutine[Any, Any, None]], stack: ServerStack
         asyncio.run(main())
 
 
-async def serve_runtime(runtime: Runtime, log_level: str) -> None:
+async def serve_runtime(runtime: Runtime, log_level: str, stack: ServerStack) -> None:
+    """Serve until stopped, on the loop ``run_server`` started for ``stack``."""
     # SIGHUP re-reads policies atomically: a bad file is refused, the old policy stays.
     with contextlib.suppress(NotImplementedError, RuntimeError):
         asyncio.get_running_loop().add_signal_handler(
             signal.SIGHUP, lambda: reload_policies(runtime))
     cfg = runtime.config.server
-    http = server_stack(cfg).http_parser
-    log.info("serving on %s with uvicorn (%s, %s)", cfg.base_url, http,
+    log.info("serving on %s with uvicorn (%s, %s)", cfg.base_url, stack.http_parser,
              type(asyncio.get_running_loop()).__module__.split(".")[0])
     server = uvicorn.Server(uvicorn.Config(
         runtime.app, host=cfg.host, port=cfg.port, log_level=log_level, lifespan="on",
         proxy_headers=False, server_header=False, timeout_graceful_shutdown=5,
-        http=http))
+        http=stack.http_parser))
     await server.serve()
 
 
@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     async def main() -> None:
         runtime = await build_runtime(config, source=str(args.config))
         announce(config)
-        await serve_runtime(runtime, args.log_level)
+        await serve_runtime(runtime, args.log_level, stack)
 
     run_server(main, stack)
     return 0

@@ -15,13 +15,22 @@ import asyncpg
 
 from bastion.audit.chain import stored_line
 from bastion.audit.checkpoint import Checkpoint
+from bastion.audit.export import load
 from bastion.audit.rfc8785 import canonicalize_text
 from bastion.audit.sinks.base import AuditSink
 from bastion.audit.sinks.jsonl import JsonlSink
 from bastion.audit.sinks.postgres import PostgresAuditSink
 from bastion.audit.sinks.sqlite import SqliteAuditSink
 
-__all__ = ["Backend", "JsonlBackend", "PostgresBackend", "SqliteBackend"]
+__all__ = ["Backend", "JsonlBackend", "PostgresBackend", "SqliteBackend", "stored"]
+
+
+async def stored(sink: AuditSink) -> tuple[list[dict[str, Any]], list[Checkpoint]]:
+    """Everything a sink holds, read back; the sink is closed after."""
+    try:
+        return await load(sink)
+    finally:
+        await sink.close()
 
 
 class Backend(Protocol):

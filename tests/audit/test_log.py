@@ -20,20 +20,19 @@ from bastion.audit import (
     open_audit_log,
     verify,
 )
-from bastion.audit.checkpoint import Checkpoint
 from bastion.audit.export import load
-from bastion.audit.sinks.base import AuditSink
 from bastion.audit.sinks.jsonl import JsonlSink
 from bastion.audit.sinks.sqlite import SqliteAuditSink
-from tests.audit.backends import Backend
+from tests.audit.backends import Backend, stored
 
 
-async def stored(sink: AuditSink) -> tuple[list[dict[str, Any]], list[Checkpoint]]:
-    """Everything a sink holds, read back; the sink is closed after."""
-    try:
-        return await load(sink)
-    finally:
-        await sink.close()
+async def signed_ids(db: Path, signer: AuditSigner) -> list[str]:
+    """The correlation ids a SQLite audit store holds, in order, once its chain verifies
+    fully signed."""
+    records, checkpoints = await stored(await SqliteAuditSink.open(db))
+    report = verify(records, checkpoints, signer.public_jwks(), require_signed=True)
+    assert report.ok, report.problems
+    return [r["correlation_id"] for r in records]
 
 
 def event(i: int, **extra: Any) -> AuditEvent:
@@ -116,9 +115,7 @@ async def test_the_mirror_catches_up_from_the_store(tmp_path: Path, signer: Audi
                    mirror=await JsonlSink.open(tmp_path / "m.jsonl"))
     await log.append(event(5))
     await log.close()
-    mirror = await JsonlSink.open(tmp_path / "m.jsonl")
-    records, checkpoints = await load(mirror)
-    await mirror.close()
+    records, checkpoints = await stored(await JsonlSink.open(tmp_path / "m.jsonl"))
     assert [r["seq"] for r in records] == [1, 2, 3, 4, 5, 6]
     assert verify(records, checkpoints, signer.public_jwks(), require_signed=True).ok
 
@@ -259,9 +256,7 @@ async def test_a_queued_record_is_written_within_the_linger_time(tmp_path: Path,
     assert log.records == 1
     log.record(event(1))
     await log.close()  # close writes what is queued
-    records, checkpoints = await stored(await SqliteAuditSink.open(tmp_path / "a.db"))
-    assert [r["correlation_id"] for r in records] == ["req-0", "req-1"]
-    assert verify(records, checkpoints, signer.public_jwks(), require_signed=True).ok
+    assert await signed_ids(tmp_path / "a.db", signer) == ["req-0", "req-1"]
 
 
 async def test_a_queued_record_that_cannot_be_written_is_logged_as_lost(
@@ -305,9 +300,7 @@ async def test_a_record_written_by_another_connection_moves_the_cached_head(
     await log.append(event(3))
     await other.close()
     await log.close()
-    records, checkpoints = await stored(await SqliteAuditSink.open(tmp_path / "a.db"))
-    assert [r["correlation_id"] for r in records] == [f"req-{i}" for i in range(4)]
-    assert verify(records, checkpoints, signer.public_jwks(), require_signed=True).ok
+    assert await signed_ids(tmp_path / "a.db", signer) == [f"req-{i}" for i in range(4)]
 
 
 async def test_a_busy_store_does_not_block_the_loop_and_nothing_is_lost(
@@ -332,9 +325,7 @@ async def test_a_busy_store_does_not_block_the_loop_and_nothing_is_lost(
     await asyncio.wait_for(appends, 30)
     await log.append(event(7))
     await log.close()
-    records, checkpoints = await stored(await SqliteAuditSink.open(tmp_path / "a.db"))
-    assert [r["correlation_id"] for r in records] == [f"req-{i}" for i in range(8)]
-    assert verify(records, checkpoints, signer.public_jwks(), require_signed=True).ok
+    assert await signed_ids(tmp_path / "a.db", signer) == [f"req-{i}" for i in range(8)]
 
 
 async def test_an_idle_tail_signed_by_another_process_does_not_spin_the_flusher(

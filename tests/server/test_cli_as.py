@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from bastion.audit import AuditUnavailable
-from bastion.audit.export import load
 from bastion.audit.log import AUDIT_DB_NAME
 from bastion.audit.sinks.sqlite import SqliteAuditSink
 from bastion.cli import clients as clients_cli
@@ -18,6 +17,7 @@ from bastion.cli import keys as keys_cli
 from bastion.cli import users as users_cli
 from bastion.passwords import verify_password
 from bastion.storage import hash_secret, open_store
+from tests.audit.backends import stored
 
 
 def run(argv: list[str]) -> int:
@@ -103,11 +103,7 @@ def test_keys_rotate_is_recorded_first(config: str, tmp_path: Path,
     capsys.readouterr()
 
     async def rotations() -> list[dict[str, object]]:
-        sink = await SqliteAuditSink.open(tmp_path / "data" / AUDIT_DB_NAME)
-        try:
-            records, _ = await load(sink)
-        finally:
-            await sink.close()
+        records, _ = await stored(await SqliteAuditSink.open(tmp_path / "data" / AUDIT_DB_NAME))
         return [r for r in records if r["kind"] == "keys.rotated"]
 
     [recorded] = asyncio.run(rotations())
