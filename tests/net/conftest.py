@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
+import uvloop
 
 from bastion.net import FetchPolicy, SafeFetcher
 
@@ -58,3 +61,11 @@ async def make_fetcher(
     yield make
     for fetcher in fetchers:
         await fetcher.aclose()
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config,
+                                  item: pytest.Item) -> dict[str, Callable[[], Any]]:
+    """The fetcher's tests (here, TLS included) run on both event loops ``bastion serve`` may
+    run on: uvloop resolves names and opens sockets with its own code (libuv), and invariant 5
+    must hold there too."""
+    return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
