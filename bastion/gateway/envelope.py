@@ -75,7 +75,12 @@ class McpEnvelope:
                                "Invalid Request: Content-Type must be application/json",
                                http_status=415)
         length = header(scope, b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
+        if length is not None and not (length.isascii() and length.isdigit()):
+            # servers in front reject this already; the app does not count on it
+            raise JsonRpcError(JsonRpcError.INVALID_REQUEST,
+                               "Invalid Request: Content-Length must be a decimal number",
+                               http_status=400)
+        if length is not None and int(length) > self.max_body_bytes:
             raise JsonRpcError(JsonRpcError.INVALID_REQUEST,
                                f"Request body larger than {self.max_body_bytes} bytes",
                                http_status=413)

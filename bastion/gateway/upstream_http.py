@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from urllib.parse import urlsplit
@@ -22,6 +23,9 @@ __all__ = ["HttpUpstream"]
 
 MAX_HEAD = 64 * 1024
 MAX_CHUNK_LINE = 1024
+MAX_TRAILERS = 8192  # bytes of trailer section after the last chunk (read and dropped)
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")  # RFC 9112 chunk-size: 1*HEXDIG, nothing else
+_DIGITS = re.compile(r"[0-9]+")
 _NO_BODY = frozenset({204, 304})
 
 
@@ -48,7 +52,8 @@ def _parse_head(raw: bytes) -> tuple[int, list[tuple[str, str]], int | None, boo
     """(status, headers, content length, chunked, connection close); strict framing."""
     lines = raw.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or len(parts[1]) != 3 \
+            or not _DIGITS.fullmatch(parts[1]):
         raise _Malformed("status line")
     status = int(parts[1])
     headers: list[tuple[str, str]] = []
@@ -73,7 +78,7 @@ def _parse_head(raw: bytes) -> tuple[int, list[tuple[str, str]], int | None, boo
     length: int | None = None
     if lengths:
         # One value (repeats must agree), never with chunked: no response smuggling.
-        if len(lengths) != 1 or chunked or not next(iter(lengths)).isdigit():
+        if len(lengths) != 1 or chunked or not _DIGITS.fullmatch(next(iter(lengths))):
             raise _Malformed("content-length")
         length = int(next(iter(lengths)))
     return status, headers, length, chunked, close
@@ -189,16 +194,29 @@ class HttpUpstream:
                     line = await asyncio.wait_for(reader.readuntil(b"\r\n"), timeout)
                     if len(line) > MAX_CHUNK_LINE:
                         raise ValueError("chunk size line too long")
-                    size = int(line.split(b";", 1)[0].strip(), 16)
+                    # chunk-size [BWS ";" extensions]: hex digits only (int() alone would also
+                    # take "0x", "+", "-", "_" and spaces: framing two parsers could disagree on)
+                    size_text = line[:-2].split(b";", 1)[0].rstrip(b" \t")
+                    if not _CHUNK_SIZE.fullmatch(size_text):
+                        raise ValueError("malformed chunk size")
+                    size = int(size_text, 16)
                     if size == 0:
-                        while (await asyncio.wait_for(reader.readuntil(b"\r\n"), timeout)
-                               ) != b"\r\n":
-                            pass  # trailers
+                        trailers = 0
+                        while (trailer := await asyncio.wait_for(
+                                reader.readuntil(b"\r\n"), timeout)) != b"\r\n":
+                            trailers += len(trailer)  # dropped, but not without end
+                            if trailers > MAX_TRAILERS:
+                                raise ValueError("trailer section too long")
                         break
-                    data = await asyncio.wait_for(reader.readexactly(size + 2), timeout)
-                    if data[-2:] != b"\r\n":
+                    # in pieces: a chunk may claim any size, memory holds 64 KiB of it
+                    while size:
+                        piece = await asyncio.wait_for(reader.read(min(size, 65536)), timeout)
+                        if not piece:
+                            raise asyncio.IncompleteReadError(b"", size)
+                        size -= len(piece)
+                        yield piece
+                    if await asyncio.wait_for(reader.readexactly(2), timeout) != b"\r\n":
                         raise ValueError("chunk not terminated")
-                    yield data[:-2]
             elif length is not None:
                 remaining = length
                 while remaining:

@@ -427,3 +427,27 @@ async def test_rs17_no_token_appears_in_logs_at_debug_level(
         assert secret not in caplog.text
         for part in secret.split(".")[1:]:
             assert part not in caplog.text
+
+
+async def test_ts04_non_decimal_content_length_is_400() -> None:
+    """A Content-Length the HTTP server let through but that is not decimal digits (here one
+    str.isdigit() would take) is a clear 400, not a 500; nothing reaches the upstream."""
+    from bastion.gateway.envelope import McpEnvelope
+
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": call("echo", {"text": "x"}), "more_body": False}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    async def inner(scope: object, receive: object, send: object) -> None:
+        raise AssertionError("the request went through")
+
+    app = McpEnvelope(inner, max_body_bytes=1000)
+    scope = {"type": "http", "method": "POST", "path": "/mcp", "headers": [
+        (b"content-type", b"application/json"), (b"content-length", "\u00b2".encode("latin-1"))]}
+    await app(scope, receive, send)
+    assert sent[0]["status"] == 400
+    assert b"Content-Length" in sent[-1]["body"]  # type: ignore[operator]

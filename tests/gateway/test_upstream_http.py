@@ -23,6 +23,9 @@ from bastion.gateway.upstream_http import HttpUpstream, _Malformed, _parse_head
     b"HTTP/1.1 200 OK\r\n name: folded\r\n\r\n",
     b"SSH-2.0-OpenSSH\r\n\r\n",
     b"HTTP/1.1 abc\r\n\r\n",
+    b"HTTP/1.1 2000 OK\r\n\r\n",
+    "HTTP/1.1 200 OK\r\ncontent-length: \u00b2\r\n\r\n".encode("latin-1"),  # isdigit()
+    b"HTTP/1.1 200 OK\r\ncontent-length: +5\r\n\r\n",
 ])
 def test_ambiguous_or_malformed_framing_is_refused(head: bytes) -> None:
     with pytest.raises(_Malformed):
@@ -81,6 +84,11 @@ async def test_chunked_and_keep_alive_and_stale_connection_retry() -> None:
     b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort",
     b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
     b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabcXX",
+    # chunk sizes int(..., 16) would take but RFC 9112's 1*HEXDIG does not
+    *(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + size + b"\r\nabc\r\n0\r\n\r\n"
+      for size in (b"0x3", b"+3", b"-3", b"0_3", b" 3", b"3\x0b", b"", b"1" * 17)),
+    # a trailer section past the bound (12 KB, ended properly)
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\n" + b"x: y\r\n" * 2000 + b"\r\n",
 ])
 async def test_broken_bodies_are_upstream_errors(answer: bytes) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -106,3 +114,37 @@ def test_credentials_with_line_breaks_are_refused() -> None:
     with pytest.raises(ValueError, match="line break"):
         HttpUpstream("http://127.0.0.1:9/mcp", credentials={"authorization": "a\r\nx: y"},
                      connect_timeout=1, read_timeout=1)
+
+
+async def test_chunk_sizes_with_extensions_and_huge_chunks_stream() -> None:
+    """chunk-size, BWS and extensions are read; a chunk's data is passed on in pieces as it
+    arrives, not gathered whole, so a chunk claiming gigabytes cannot fill memory."""
+    seen: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+                     b"3 ;ext=1\r\nabc\r\nA\r\n0123456789\r\nFFFFFFFF\r\n" + b"z" * 200_000)
+        await writer.drain()
+        await asyncio.sleep(0.3)
+        writer.close()
+
+    server, port = await raw_server(handler)
+    up = HttpUpstream(f"http://127.0.0.1:{port}/mcp", credentials={}, connect_timeout=2,
+                      read_timeout=2)
+    try:
+        r = await up.request("GET", {}, None)
+
+        async def collect() -> None:
+            async for piece in r.stream:
+                seen.append(piece)
+
+        with pytest.raises(UpstreamError):
+            await collect()
+    finally:
+        await up.aclose()
+        server.close()
+        await server.wait_closed()
+    assert seen[:2] == [b"abc", b"0123456789"]
+    assert sum(len(p) for p in seen[2:]) == 200_000
+    assert max(len(p) for p in seen) <= 65536
