@@ -84,7 +84,9 @@ def parse_envelope(body: bytes) -> Envelope:
     if not isinstance(data, dict):
         raise JsonRpcError(JsonRpcError.INVALID_REQUEST,
                            "Invalid Request: expected a JSON-RPC object", http_status=400)
-    if _too_deep(data):
+    # every array or object opens with a bracket, so a body with at most MAX_DEPTH of them
+    # (as text, strings included) cannot nest deeper: the walk is only for the others
+    if body.count(b"[") + body.count(b"{") > MAX_DEPTH and _too_deep(data):
         raise JsonRpcError(JsonRpcError.INVALID_REQUEST, "Invalid Request: nesting too deep",
                            http_status=400)
     req_id = data.get("id")
