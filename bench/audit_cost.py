@@ -80,13 +80,16 @@ async def measure(args: argparse.Namespace, data: Path, up: int) -> None:
             if name == "normal-sync":
                 await sink._run(lambda c: c.execute("PRAGMA synchronous=NORMAL"))
             _stand_in(sink, name)
-    cpu, _ = await alternate(drivers, args)
-    previous: float | None = None
-    print(f"{'variant':12}{'cpu ms/call':>12}{'step':>9}   rounds")
+    cpu, wall = await alternate(drivers, args)
+    previous: tuple[float, float] | None = None
+    print(f"{'variant':12}{'cpu ms/call':>12}{'step':>9}{'wall ms/call':>14}{'step':>9}"
+          "   rounds (cpu)")
     for name in drivers:
-        value = statistics.median(cpu[name])
-        step = "" if previous is None else f"{value - previous:+.3f}"
-        print(f"{name:12}{value:12.3f}{step:>9}   " + " ".join(f"{v:.3f}" for v in cpu[name]))
+        value = statistics.median(cpu[name]), statistics.median(wall[name])
+        steps = ("", "") if previous is None else (
+            f"{value[0] - previous[0]:+.3f}", f"{value[1] - previous[1]:+.3f}")
+        print(f"{name:12}{value[0]:12.3f}{steps[0]:>9}{value[1]:14.3f}{steps[1]:>9}   "
+              + " ".join(f"{v:.3f}" for v in cpu[name]))
         previous = value
 
 
