@@ -11,6 +11,10 @@ noise on a shared core would hide it in bench/gateway.py.
 
     .venv/bin/python bench/app_cpu.py                 # 5 rounds of 1000 calls
     .venv/bin/python bench/app_cpu.py --calls 300 --rounds 3
+    .venv/bin/python bench/app_cpu.py --concurrency 8 # 8 clients at once: group commit
+
+Besides CPU and wall time per call it prints the process's context switches per call (every
+thread, voluntary and forced) and, with the audit trail on, how many records each commit took.
 
 For a figure that does not move with the host at all, count instructions (user space only):
 run ``valgrind --tool=callgrind .venv/bin/python bench/app_cpu.py --only on --calls N
@@ -25,6 +29,7 @@ import cProfile
 import json
 import os
 import pstats
+import resource
 import shutil
 import statistics
 import subprocess
@@ -117,47 +122,77 @@ async def runtime_and_driver(name: str, data: Path, up: int, *, audit: bool) -> 
     return runtime, Driver(runtime.app, port, token)
 
 
-async def alternate(drivers: dict[str, Driver], args: argparse.Namespace,
-                    profiler: cProfile.Profile | None = None
-                    ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """Warm every driver up, then ``args.rounds`` rounds of ``args.calls`` calls each, the
-    order reversed every other round: CPU and wall ms per call, per round."""
-    for driver in drivers.values():
-        for _ in range(args.warmup):
+class Rounds:
+    """Per configuration, one figure per round: CPU and wall ms per call, context switches
+    of the process (all threads, voluntary and forced) per call."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.cpu: dict[str, list[float]] = {name: [] for name in names}
+        self.wall: dict[str, list[float]] = {name: [] for name in names}
+        self.switches: dict[str, list[float]] = {name: [] for name in names}
+
+
+async def _calls(driver: Driver, calls: int, concurrency: int) -> None:
+    async def client(count: int) -> None:
+        for _ in range(count):
             await driver.call()
-    cpu: dict[str, list[float]] = {name: [] for name in drivers}
-    wall: dict[str, list[float]] = {name: [] for name in drivers}
+
+    share, rest = divmod(calls, concurrency)
+    await asyncio.gather(*(client(share + (i < rest)) for i in range(concurrency)))
+
+
+def _switches() -> int:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_nvcsw + usage.ru_nivcsw
+
+
+async def alternate(drivers: dict[str, Driver], args: argparse.Namespace,
+                    profiler: cProfile.Profile | None = None) -> Rounds:
+    """Warm every driver up, then ``args.rounds`` rounds of ``args.calls`` calls each, made
+    by ``args.concurrency`` clients at once, the order reversed every other round."""
+    for driver in drivers.values():
+        await _calls(driver, args.warmup, args.concurrency)
     names = list(drivers)
+    rounds = Rounds(names)
     for r in range(args.rounds):
         for name in names if r % 2 == 0 else names[::-1]:
             driver = drivers[name]
-            c0, t0 = time.process_time(), time.perf_counter()
+            c0, t0, s0 = time.process_time(), time.perf_counter(), _switches()
             if profiler is not None:
                 profiler.enable()
-            for _ in range(args.calls):
-                await driver.call()
+            await _calls(driver, args.calls, args.concurrency)
             if profiler is not None:
                 profiler.disable()
-            cpu[name].append((time.process_time() - c0) / args.calls * 1000)
-            wall[name].append((time.perf_counter() - t0) / args.calls * 1000)
-    return cpu, wall
+            rounds.cpu[name].append((time.process_time() - c0) / args.calls * 1000)
+            rounds.wall[name].append((time.perf_counter() - t0) / args.calls * 1000)
+            rounds.switches[name].append((_switches() - s0) / args.calls)
+    return rounds
 
 
 async def measure(args: argparse.Namespace, data: Path, up: int) -> None:
     drivers: dict[str, Driver] = {}
+    log = None
     for name in args.only or ["on", "off"]:
-        _, drivers[name] = await runtime_and_driver(name, data, up, audit=name == "on")
+        runtime, drivers[name] = await runtime_and_driver(name, data, up, audit=name == "on")
+        log = runtime.extras.get("audit") or log
     profiler = cProfile.Profile() if args.profile else None
-    cpu, wall = await alternate(drivers, args, profiler)
+    rounds = await alternate(drivers, args, profiler)
+    cpu = rounds.cpu
     names = list(drivers)
     if profiler is not None:
         stats = pstats.Stats(profiler)
         stats.sort_stats(args.profile).print_stats(40)
-    print(f"{'audit':6}{'cpu ms/call':>13}{'wall ms/call':>14}   rounds (cpu)")
+    print(f"concurrency {args.concurrency}")
+    print(f"{'audit':6}{'cpu ms/call':>13}{'wall ms/call':>14}{'switches/call':>15}   "
+          "rounds (cpu)")
     for name in names:
         print(f"{name:6}{statistics.median(cpu[name]):13.3f}"
-              f"{statistics.median(wall[name]):14.3f}   "
+              f"{statistics.median(rounds.wall[name]):14.3f}"
+              f"{statistics.median(rounds.switches[name]):15.2f}   "
               + " ".join(f"{v:.3f}" for v in cpu[name]))
+    if log is not None and log.batches:
+        print(f"audit trail: {log.records / log.batches:.1f} records per commit "
+              f"({log.batches} commits, warm-up included)")
     if len(names) == 2:
         diffs = [a - b for a, b in zip(cpu["on"], cpu["off"], strict=True)]
         print(f"audit trail: +{statistics.median(diffs):.3f} ms of CPU per call "
@@ -199,6 +234,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, calls: int) -> None:
     parser.add_argument("--calls", type=int, default=calls)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=1,
+                        help="clients calling at once (default 1)")
     parser.add_argument("--loop", choices=["uvloop", "asyncio"],
                         help="the event loop to drive the app on (default: the one bastion "
                              "serve takes here)")

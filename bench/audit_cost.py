@@ -1,4 +1,4 @@
-"""Where the audit trail's CPU per call goes, layer by layer, in one process (c=1).
+"""Where the audit trail's CPU per call goes, layer by layer, in one process.
 
 The same harness as bench/app_cpu.py (upstream on CPU 0, this process on CPU 1, the app
 driven in-process, rounds alternated, medians), with the audit trail's write path swapped
@@ -12,6 +12,7 @@ for stand-ins, each adding one layer:
 
     .venv/bin/python bench/audit_cost.py                        # 5 rounds of 600 calls
     .venv/bin/python bench/audit_cost.py --variants off on --calls 300
+    .venv/bin/python bench/audit_cost.py --concurrency 8       # 8 clients at once
 
 The stand-ins reach into the SQLite sink's internals: a measurement tool, not an API.
 """
@@ -80,16 +81,18 @@ async def measure(args: argparse.Namespace, data: Path, up: int) -> None:
             if name == "normal-sync":
                 await sink._run(lambda c: c.execute("PRAGMA synchronous=NORMAL"))
             _stand_in(sink, name)
-    cpu, wall = await alternate(drivers, args)
+    rounds = await alternate(drivers, args)
     previous: tuple[float, float] | None = None
+    print(f"concurrency {args.concurrency}")
     print(f"{'variant':12}{'cpu ms/call':>12}{'step':>9}{'wall ms/call':>14}{'step':>9}"
-          "   rounds (cpu)")
+          f"{'switches':>10}   rounds (cpu)")
     for name in drivers:
-        value = statistics.median(cpu[name]), statistics.median(wall[name])
+        value = statistics.median(rounds.cpu[name]), statistics.median(rounds.wall[name])
         steps = ("", "") if previous is None else (
             f"{value[0] - previous[0]:+.3f}", f"{value[1] - previous[1]:+.3f}")
-        print(f"{name:12}{value[0]:12.3f}{steps[0]:>9}{value[1]:14.3f}{steps[1]:>9}   "
-              + " ".join(f"{v:.3f}" for v in cpu[name]))
+        print(f"{name:12}{value[0]:12.3f}{steps[0]:>9}{value[1]:14.3f}{steps[1]:>9}"
+              f"{statistics.median(rounds.switches[name]):10.2f}   "
+              + " ".join(f"{v:.3f}" for v in rounds.cpu[name]))
         previous = value
 
 
