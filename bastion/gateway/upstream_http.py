@@ -23,9 +23,9 @@ __all__ = ["HttpUpstream"]
 
 MAX_HEAD = 64 * 1024
 MAX_CHUNK_LINE = 1024
+PIECE = 65536  # the most of a response body held at once
 MAX_TRAILERS = 8192  # bytes of trailer section after the last chunk (read and dropped)
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")  # RFC 9112 chunk-size: 1*HEXDIG, nothing else
-_DIGITS = re.compile(r"[0-9]+")
 _NO_BODY = frozenset({204, 304})
 
 
@@ -53,7 +53,7 @@ def _parse_head(raw: bytes) -> tuple[int, list[tuple[str, str]], int | None, boo
     lines = raw.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ", 2)
     if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or len(parts[1]) != 3 \
-            or not _DIGITS.fullmatch(parts[1]):
+            or not (parts[1].isascii() and parts[1].isdigit()):
         raise _Malformed("status line")
     status = int(parts[1])
     headers: list[tuple[str, str]] = []
@@ -78,9 +78,10 @@ def _parse_head(raw: bytes) -> tuple[int, list[tuple[str, str]], int | None, boo
     length: int | None = None
     if lengths:
         # One value (repeats must agree), never with chunked: no response smuggling.
-        if len(lengths) != 1 or chunked or not _DIGITS.fullmatch(next(iter(lengths))):
+        declared = next(iter(lengths))
+        if len(lengths) != 1 or chunked or not (declared.isascii() and declared.isdigit()):
             raise _Malformed("content-length")
-        length = int(next(iter(lengths)))
+        length = int(declared)
     return status, headers, length, chunked, close
 
 
@@ -208,26 +209,17 @@ class HttpUpstream:
                             if trailers > MAX_TRAILERS:
                                 raise ValueError("trailer section too long")
                         break
-                    # in pieces: a chunk may claim any size, memory holds 64 KiB of it
-                    while size:
-                        piece = await asyncio.wait_for(reader.read(min(size, 65536)), timeout)
-                        if not piece:
-                            raise asyncio.IncompleteReadError(b"", size)
-                        size -= len(piece)
+                    # a chunk may claim any size: it is passed on in pieces
+                    async for piece in _pieces(reader, size, timeout):
                         yield piece
                     if await asyncio.wait_for(reader.readexactly(2), timeout) != b"\r\n":
                         raise ValueError("chunk not terminated")
             elif length is not None:
-                remaining = length
-                while remaining:
-                    chunk = await asyncio.wait_for(reader.read(min(remaining, 65536)), timeout)
-                    if not chunk:
-                        raise asyncio.IncompleteReadError(b"", remaining)
-                    remaining -= len(chunk)
-                    yield chunk
+                async for piece in _pieces(reader, length, timeout):
+                    yield piece
             else:
                 close = True  # read to end of connection
-                while chunk := await asyncio.wait_for(reader.read(65536), timeout):
+                while chunk := await asyncio.wait_for(reader.read(PIECE), timeout):
                     yield chunk
             done = True
         except TimeoutError as exc:
@@ -241,3 +233,15 @@ class HttpUpstream:
             else:
                 with contextlib.suppress(Exception):
                     conn.close()
+
+
+async def _pieces(reader: asyncio.StreamReader, count: int,
+                  timeout: float | None) -> AsyncIterator[bytes]:
+    """The next ``count`` bytes as they arrive, at most ``PIECE`` at a time (so memory holds
+    one piece, whatever the upstream announced); IncompleteReadError if the stream ends first."""
+    while count:
+        piece = await asyncio.wait_for(reader.read(min(count, PIECE)), timeout)
+        if not piece:
+            raise asyncio.IncompleteReadError(b"", count)
+        count -= len(piece)
+        yield piece

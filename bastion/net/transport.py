@@ -115,7 +115,7 @@ def _check_head(response: httpx.Response, host: str, policy: FetchPolicy) -> Non
     if encoding not in ("", "identity"):
         raise FetchError("content_encoding", host, f"unrequested Content-Encoding {encoding!r}")
     length = response.headers.get("Content-Length", "").strip()
-    if length.isdigit() and int(length) > policy.max_bytes:
+    if length.isascii() and length.isdigit() and int(length) > policy.max_bytes:
         raise FetchError("too_large", host, f"Content-Length {length} over {policy.max_bytes}")
 
 

@@ -315,7 +315,7 @@ async def test_deeply_nested_json_is_refused(http_stack: Stack) -> None:
     assert r.status_code == 400
 
 
-async def test_ts04_oversize_body_is_413(http_stack: Stack) -> None:
+async def test_oversize_body_is_413(http_stack: Stack) -> None:
     r = await post(http_stack, call("echo", {"text": "x" * 100_000}), token=http_stack.token())
     assert r.status_code == 413
     assert http_stack.recorder.requests == []
@@ -429,7 +429,7 @@ async def test_rs17_no_token_appears_in_logs_at_debug_level(
             assert part not in caplog.text
 
 
-async def test_ts04_non_decimal_content_length_is_400() -> None:
+async def test_non_decimal_content_length_is_400() -> None:
     """A Content-Length the HTTP server let through but that is not decimal digits (here one
     str.isdigit() would take) is a clear 400, not a 500; nothing reaches the upstream."""
     from bastion.gateway.envelope import McpEnvelope

@@ -5,6 +5,7 @@ UpstreamError, never an exception the gateway would turn into a 500."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -43,9 +44,19 @@ def test_framing_is_read() -> None:
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
-async def raw_server(handler: Handler) -> tuple[asyncio.Server, int]:
+@contextlib.asynccontextmanager
+async def upstream_behind(handler: Handler) -> AsyncIterator[HttpUpstream]:
+    """An HttpUpstream pointed at a raw server answering with ``handler``; both closed after."""
     server = await asyncio.start_server(handler, "127.0.0.1", 0)
-    return server, server.sockets[0].getsockname()[1]
+    port = server.sockets[0].getsockname()[1]
+    up = HttpUpstream(f"http://127.0.0.1:{port}/mcp", credentials={}, connect_timeout=2,
+                      read_timeout=2)
+    try:
+        yield up
+    finally:
+        await up.aclose()
+        server.close()
+        await server.wait_closed()
 
 
 async def read_all(stream: AsyncIterator[bytes]) -> bytes:
@@ -65,19 +76,12 @@ async def test_chunked_and_keep_alive_and_stale_connection_retry() -> None:
         await writer.drain()
         writer.close()  # the pooled connection goes stale
 
-    server, port = await raw_server(handler)
-    up = HttpUpstream(f"http://127.0.0.1:{port}/mcp", credentials={}, connect_timeout=2,
-                      read_timeout=2)
-    try:
+    async with upstream_behind(handler) as up:
         for _ in range(3):
             r = await up.request("POST", {"content-type": "application/json"}, b"{}")
             assert (r.status, await read_all(r.stream)) == (200, b"abcde")
             await asyncio.sleep(0.05)
         assert len(served) == 3
-    finally:
-        await up.aclose()
-        server.close()
-        await server.wait_closed()
 
 
 @pytest.mark.parametrize("answer", [
@@ -97,17 +101,10 @@ async def test_broken_bodies_are_upstream_errors(answer: bytes) -> None:
         await writer.drain()
         writer.close()
 
-    server, port = await raw_server(handler)
-    up = HttpUpstream(f"http://127.0.0.1:{port}/mcp", credentials={}, connect_timeout=2,
-                      read_timeout=2)
-    try:
+    async with upstream_behind(handler) as up:
         r = await up.request("GET", {}, None)
         with pytest.raises(UpstreamError):
             await read_all(r.stream)
-    finally:
-        await up.aclose()
-        server.close()
-        await server.wait_closed()
 
 
 def test_credentials_with_line_breaks_are_refused() -> None:
@@ -129,10 +126,7 @@ async def test_chunk_sizes_with_extensions_and_huge_chunks_stream() -> None:
         await asyncio.sleep(0.3)
         writer.close()
 
-    server, port = await raw_server(handler)
-    up = HttpUpstream(f"http://127.0.0.1:{port}/mcp", credentials={}, connect_timeout=2,
-                      read_timeout=2)
-    try:
+    async with upstream_behind(handler) as up:
         r = await up.request("GET", {}, None)
 
         async def collect() -> None:
@@ -141,10 +135,6 @@ async def test_chunk_sizes_with_extensions_and_huge_chunks_stream() -> None:
 
         with pytest.raises(UpstreamError):
             await collect()
-    finally:
-        await up.aclose()
-        server.close()
-        await server.wait_closed()
     assert seen[:2] == [b"abc", b"0123456789"]
     assert sum(len(p) for p in seen[2:]) == 200_000
     assert max(len(p) for p in seen) <= 65536
