@@ -6,6 +6,13 @@ connection-pool bookkeeping grows with concurrency; docs/performance.md has the 
 the gateway speaks HTTP/1.1 itself: keep-alive connections in a LIFO pool, Content-Length or
 chunked bodies, strict parsing of the status line and framing headers, no redirects, per-read
 timeouts (none for a GET event stream). https upstreams use the system trust store.
+
+The per-read timeout is kept by one ``_ReadClock`` per exchange rather than ``wait_for``
+around each read: ``wait_for`` wraps every read in a task of its own (two or more per call;
+the clock took the client from 99 to 80 µs of CPU per call at c=1, 35 to 24 at c=8). The
+clock is one timer that is armed while a read waits and re-checks itself when it comes due;
+a read that waits longer than the timeout aborts the connection, and the aborted read is
+reported as a timeout.
 """
 
 from __future__ import annotations
@@ -14,12 +21,15 @@ import asyncio
 import contextlib
 import re
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from bastion.gateway.upstream import UpstreamError, UpstreamResponse, UpstreamTimeout
 
 __all__ = ["HttpUpstream"]
+
+T = TypeVar("T")
 
 MAX_HEAD = 64 * 1024
 MAX_CHUNK_LINE = 1024
@@ -46,6 +56,87 @@ class _Conn:
 
 class _Malformed(Exception):
     pass
+
+
+class _ReadClock:
+    """The per-read timeout of one exchange: a read may wait at most ``timeout`` seconds.
+
+    ``waiting()`` before each read, ``idle()`` after it: only time spent waiting for the
+    upstream counts, never time the caller spends between reads (passing a piece on to a slow
+    client). One timer per exchange: when it comes due it looks at the current read's
+    deadline and either sleeps until then or, if the read is overdue, aborts the connection
+    (the read then ends with EOF or a reset, which the caller reports as ``expired``)."""
+
+    __slots__ = ("_conn", "_deadline", "_handle", "_loop", "_timeout", "expired")
+
+    def __init__(self, conn: _Conn, timeout: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._conn, self._timeout = conn, timeout
+        self._deadline: float | None = None
+        self.expired = False
+        self._handle: asyncio.TimerHandle | None = self._loop.call_at(
+            self._loop.time() + timeout, self._due)
+
+    def waiting(self) -> None:
+        self._deadline = self._loop.time() + self._timeout
+
+    def idle(self) -> None:
+        self._deadline = None
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _due(self) -> None:
+        now = self._loop.time()
+        if self._deadline is None or now < self._deadline:
+            self._handle = self._loop.call_at(
+                self._deadline if self._deadline is not None else now + self._timeout,
+                self._due)
+            return
+        self._handle = None
+        self.expired = True
+        self._conn.writer.transport.abort()
+
+
+class _NoClock:
+    """No timeout (a GET event stream may stay quiet for as long as it likes)."""
+
+    __slots__ = ()
+    expired = False
+
+    def waiting(self) -> None:
+        pass
+
+    def idle(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+_NO_CLOCK = _NoClock()
+
+
+class _Exchange:
+    """One request's connection and clock, until its body is read (or given up).
+
+    A response whose body is never iterated (the proxy refuses an upstream 401, say) never
+    runs the body's ``finally``; closing the response reaches this closer instead, which stops
+    the clock and closes the connection (its unread body makes it unfit for the pool)."""
+
+    __slots__ = ("clock", "conn", "settled")
+
+    def __init__(self, conn: _Conn, clock: _ReadClock | _NoClock) -> None:
+        self.conn, self.clock = conn, clock
+        self.settled = False
+
+    async def aclose(self) -> None:
+        if not self.settled:
+            self.settled = True
+            self.clock.stop()
+            self.conn.close()
 
 
 def _parse_head(raw: bytes) -> tuple[int, list[tuple[str, str]], int | None, bool, bool]:
@@ -158,41 +249,54 @@ class HttpUpstream:
         read_timeout = None if method == "GET" else self.read_timeout
         for attempt in (1, 2):
             conn = await self._connect()
+            clock = _ReadClock(conn, read_timeout) if read_timeout is not None else _NO_CLOCK
             try:
                 conn.writer.write(message)
-                raw = await asyncio.wait_for(conn.reader.readuntil(b"\r\n\r\n"), read_timeout)
+                clock.waiting()
+                raw = await conn.reader.readuntil(b"\r\n\r\n")
+                clock.idle()
                 break
-            except TimeoutError as exc:
-                conn.close()
-                raise UpstreamTimeout("the upstream server did not answer in time") from exc
             except asyncio.IncompleteReadError as exc:
+                clock.stop()
                 conn.close()
+                if clock.expired:
+                    raise UpstreamTimeout("the upstream server did not answer in time") from exc
                 # A pooled connection the upstream had closed: nothing was read, so the
                 # request was not processed; try once more on a fresh connection.
                 if conn.reused and not exc.partial and attempt == 1:
                     continue
                 raise UpstreamError("the upstream server closed the connection") from exc
             except (OSError, asyncio.LimitOverrunError) as exc:
+                clock.stop()
                 conn.close()
+                if clock.expired:
+                    raise UpstreamTimeout("the upstream server did not answer in time") from exc
                 raise UpstreamError("the upstream server cannot be reached") from exc
+            except BaseException:
+                clock.stop()
+                conn.close()
+                raise
         try:
             status, out, length, chunked, close = _parse_head(raw)
         except (_Malformed, ValueError) as exc:
+            clock.stop()
             conn.close()
             raise UpstreamError("the upstream server sent a malformed answer") from exc
         if status in _NO_BODY or method == "HEAD" or 100 <= status < 200:
             length, chunked = 0, False
-        return UpstreamResponse(status, out, self._body(conn, length, chunked, close,
-                                                       read_timeout))
+        exchange = _Exchange(conn, clock)
+        return UpstreamResponse(status, out, self._body(exchange, length, chunked, close),
+                                closers=[exchange])
 
-    async def _body(self, conn: _Conn, length: int | None, chunked: bool, close: bool,
-                    timeout: float | None) -> AsyncIterator[bytes]:
+    async def _body(self, exchange: _Exchange, length: int | None, chunked: bool,
+                    close: bool) -> AsyncIterator[bytes]:
+        conn, clock = exchange.conn, exchange.clock
         reader = conn.reader
         done = False
         try:
             if chunked:
                 while True:
-                    line = await asyncio.wait_for(reader.readuntil(b"\r\n"), timeout)
+                    line = await _read(clock, reader.readuntil(b"\r\n"))
                     if len(line) > MAX_CHUNK_LINE:
                         raise ValueError("chunk size line too long")
                     # chunk-size [BWS ";" extensions]: hex digits only (int() alone would also
@@ -203,31 +307,35 @@ class HttpUpstream:
                     size = int(size_text, 16)
                     if size == 0:
                         trailers = 0
-                        while (trailer := await asyncio.wait_for(
-                                reader.readuntil(b"\r\n"), timeout)) != b"\r\n":
+                        while (trailer := await _read(
+                                clock, reader.readuntil(b"\r\n"))) != b"\r\n":
                             trailers += len(trailer)  # dropped, but not without end
                             if trailers > MAX_TRAILERS:
                                 raise ValueError("trailer section too long")
                         break
                     # a chunk may claim any size: it is passed on in pieces
-                    async for piece in _pieces(reader, size, timeout):
+                    async for piece in _pieces(reader, size, clock):
                         yield piece
-                    if await asyncio.wait_for(reader.readexactly(2), timeout) != b"\r\n":
+                    if await _read(clock, reader.readexactly(2)) != b"\r\n":
                         raise ValueError("chunk not terminated")
             elif length is not None:
-                async for piece in _pieces(reader, length, timeout):
+                async for piece in _pieces(reader, length, clock):
                     yield piece
             else:
                 close = True  # read to end of connection
-                while chunk := await asyncio.wait_for(reader.read(PIECE), timeout):
+                while chunk := await _read(clock, reader.read(PIECE)):
                     yield chunk
+                if clock.expired:  # the end was the clock's abort, not the upstream's
+                    raise TimeoutError
             done = True
-        except TimeoutError as exc:
-            raise UpstreamTimeout("the upstream server stopped answering") from exc
         except (OSError, ValueError, asyncio.IncompleteReadError,
                 asyncio.LimitOverrunError) as exc:
+            if clock.expired or isinstance(exc, TimeoutError):
+                raise UpstreamTimeout("the upstream server stopped answering") from exc
             raise UpstreamError("the upstream connection broke") from exc
         finally:
+            exchange.settled = True
+            clock.stop()
             if done and not close:
                 self._release(conn)
             else:
@@ -235,12 +343,21 @@ class HttpUpstream:
                     conn.close()
 
 
+async def _read(clock: _ReadClock | _NoClock, read: Awaitable[T]) -> T:
+    """One read under the exchange's clock (only the wait counts, see ``_ReadClock``)."""
+    clock.waiting()
+    try:
+        return await read
+    finally:
+        clock.idle()
+
+
 async def _pieces(reader: asyncio.StreamReader, count: int,
-                  timeout: float | None) -> AsyncIterator[bytes]:
+                  clock: _ReadClock | _NoClock) -> AsyncIterator[bytes]:
     """The next ``count`` bytes as they arrive, at most ``PIECE`` at a time (so memory holds
     one piece, whatever the upstream announced); IncompleteReadError if the stream ends first."""
     while count:
-        piece = await asyncio.wait_for(reader.read(min(count, PIECE)), timeout)
+        piece = await _read(clock, reader.read(min(count, PIECE)))
         if not piece:
             raise asyncio.IncompleteReadError(b"", count)
         count -= len(piece)

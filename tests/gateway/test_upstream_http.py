@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from bastion.gateway.upstream import UpstreamError
+from bastion.gateway.upstream import UpstreamError, UpstreamResponse, UpstreamTimeout
 from bastion.gateway.upstream_http import HttpUpstream, _Malformed, _parse_head
 
 
@@ -45,12 +45,13 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
 
 
 @contextlib.asynccontextmanager
-async def upstream_behind(handler: Handler) -> AsyncIterator[HttpUpstream]:
+async def upstream_behind(handler: Handler,
+                          read_timeout: float = 2) -> AsyncIterator[HttpUpstream]:
     """An HttpUpstream pointed at a raw server answering with ``handler``; both closed after."""
     server = await asyncio.start_server(handler, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     up = HttpUpstream(f"http://127.0.0.1:{port}/mcp", credentials={}, connect_timeout=2,
-                      read_timeout=2)
+                      read_timeout=read_timeout)
     try:
         yield up
     finally:
@@ -138,3 +139,112 @@ async def test_chunk_sizes_with_extensions_and_huge_chunks_stream() -> None:
     assert seen[:2] == [b"abc", b"0123456789"]
     assert sum(len(p) for p in seen[2:]) == 200_000
     assert max(len(p) for p in seen) <= 65536
+
+
+
+# --- the per-read timeout (POST: a GET event stream has none) -------------------------------
+
+TIMEOUT = 0.3
+
+
+async def post(up: HttpUpstream) -> UpstreamResponse:
+    return await up.request("POST", {"content-type": "application/json"}, b"{}")
+
+
+async def read_request(reader: asyncio.StreamReader) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+    await reader.readexactly(2)
+
+
+@pytest.mark.parametrize("answer", [
+    b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nabc",
+    # no length: the body runs to the end of the connection, and a stall must not pass for
+    # that end (a truncated answer taken as whole)
+    b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nabc",
+], ids=["content-length", "between-chunks", "inside-a-chunk", "to-eof"])
+async def test_a_body_that_stalls_is_a_timeout(answer: bytes) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answer)
+        await writer.drain()
+        await reader.read(1)  # and then nothing, until the client gives up
+        writer.close()
+
+    async with upstream_behind(handler, read_timeout=TIMEOUT) as up:
+        loop = asyncio.get_running_loop()
+        r = await post(up)
+        started = loop.time()
+        with pytest.raises(UpstreamTimeout):
+            await asyncio.wait_for(read_all(r.stream), 10)
+        assert TIMEOUT * 0.9 <= loop.time() - started < TIMEOUT * 5
+
+
+async def test_a_pooled_connection_that_times_out_is_not_retried() -> None:
+    """The clock ends a stalled read by aborting the connection; that must be reported as a
+    timeout, not taken for a stale pooled connection and sent again (the upstream may be
+    processing the first copy)."""
+    requests: list[int] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        requests.append(1)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        await writer.drain()
+        await read_request(reader)
+        requests.append(2)
+        await reader.read(1)  # the second request is never answered
+        writer.close()
+
+    async with upstream_behind(handler, read_timeout=TIMEOUT) as up:
+        r = await post(up)
+        assert await read_all(r.stream) == b"ok"
+        with pytest.raises(UpstreamTimeout):
+            await asyncio.wait_for(post(up), 10)
+        await asyncio.sleep(0.1)
+    assert requests == [1, 2]
+
+
+async def test_time_spent_passing_the_body_on_is_not_upstream_time() -> None:
+    """Only the wait for the upstream counts: a caller that takes longer than the timeout
+    between two reads (a slow client downstream) does not make the upstream time out, and
+    neither does an answer that takes longer than the timeout in all."""
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        for piece in (b"one", b"two", b"three", b"four"):
+            await asyncio.sleep(TIMEOUT / 2)
+            writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    async with upstream_behind(handler, read_timeout=TIMEOUT) as up:
+        r = await post(up)
+        got = []
+        async for piece in r.stream:
+            got.append(piece)
+            await asyncio.sleep(TIMEOUT * 2)
+    assert got == [b"one", b"two", b"three", b"four"]
+
+
+async def test_a_body_never_read_closes_its_connection_and_stops_its_clock() -> None:
+    ended = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 5\r\n\r\nnope!")
+        await writer.drain()
+        if await reader.read(1) == b"":
+            ended.set()
+        writer.close()
+
+    async with upstream_behind(handler, read_timeout=TIMEOUT) as up:
+        r = await post(up)
+        await r.aclose()  # as the proxy does when it refuses an upstream 401
+        await asyncio.wait_for(ended.wait(), 5)
+        exchange = r.closers[0]
+        assert exchange.clock._handle is None  # type: ignore[attr-defined]
+        assert up._idle == []
