@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine, Mapping
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from typing import Any
 
 from bastion.errors import JsonRpcError
@@ -53,6 +53,8 @@ _FORWARD = ("content-type", "accept", "mcp-protocol-version", "mcp-method", "mcp
 _RETURN = frozenset({"content-type", "cache-control", "mcp-protocol-version", "retry-after",
                      "allow", "x-accel-buffering"})
 MAX_LIST_BYTES = 32 * 1024 * 1024
+SMALL_ANSWER = 64 * 1024  # a JSON answer up to this size is sent with a Content-Length
+_NO_LENGTH = frozenset({204, 304})  # statuses that carry no Content-Length
 
 
 async def _until_disconnect(work: Coroutine[Any, Any, None], receive: Receive) -> None:
@@ -74,6 +76,26 @@ async def _until_disconnect(work: Coroutine[Any, Any, None], receive: Receive) -
     error = task.exception() if task.done() and not task.cancelled() else None
     if error is not None:
         raise error
+
+
+async def _gather_small(
+    stream: AsyncIterator[bytes],
+) -> tuple[list[bytes], bool] | UpstreamError:
+    """The first pieces of ``stream``, up to ``SMALL_ANSWER`` bytes, and whether that was all
+    of it; or the error it broke off with."""
+    pieces: list[bytes] = []
+    size = 0
+    try:
+        while size <= SMALL_ANSWER:
+            try:
+                piece = await anext(stream)
+            except StopAsyncIteration:
+                return pieces, True
+            pieces.append(piece)
+            size += len(piece)
+    except UpstreamError as exc:
+        return exc
+    return pieces, False
 
 
 def _forward_headers(headers: Mapping[str, str]) -> dict[str, str]:
@@ -189,7 +211,31 @@ class Proxy:
                   if session is not None and streaming else None)
 
         async def pump() -> None:
+            head: list[bytes] = []
+            if not streaming:
+                # A JSON answer is usually small: gathered whole, it goes out with a
+                # Content-Length in two writes (head, body) instead of three chunked ones,
+                # and an upstream that breaks off before its end gets a clean 502.
+                gathered = await _gather_small(resp.stream)
+                if isinstance(gathered, UpstreamError):
+                    log.warning("upstream answer of mount %s broke: %s", mount.name, gathered)
+                    await send_jsonrpc_error(send, JsonRpcError(
+                        JsonRpcError.UPSTREAM_UNAVAILABLE, "Upstream MCP server broke off",
+                        http_status=502, request_id=request_id))
+                    return
+                head, whole = gathered
+                if whole:
+                    body = b"".join(head)
+                    headers = out if status in _NO_LENGTH or scope["method"] == "HEAD" else [
+                        *out, (b"content-length", b"%d" % len(body))]
+                    await send({"type": "http.response.start", "status": status,
+                                "headers": headers})
+                    await send({"type": "http.response.body", "body": body})
+                    return
             await send({"type": "http.response.start", "status": status, "headers": out})
+            if head:
+                await send({"type": "http.response.body", "body": b"".join(head),
+                            "more_body": True})
             try:
                 async for chunk in resp.stream:
                     body = tagger.feed(chunk) if tagger is not None else chunk

@@ -110,3 +110,66 @@ async def test_stdio_command_that_does_not_exist_is_502() -> None:
         r = await tool(base, issuer, "echo")
     assert r.status_code == 502
     assert r.json()["error"]["message"] == "Upstream MCP server unavailable"
+
+
+@contextlib.asynccontextmanager
+async def raw_upstream(answer: bytes) -> AsyncIterator[HttpUpstream]:
+    """An upstream that reads one request and writes ``answer`` (bytes as given), then closes."""
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:"))
+        await reader.readexactly(length)
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield HttpUpstream(f"http://127.0.0.1:{port}/mcp", credentials={}, connect_timeout=2,
+                           read_timeout=2)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_an_answer_broken_off_midway_is_502_not_a_truncated_200() -> None:
+    issuer = SigningIssuer()
+    answer = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n"
+              b'\r\n{"jsonrpc":"2.0","id":1,"res')
+    async with raw_upstream(answer) as up, gateway_with(up, issuer) as base:
+        r = await tool(base, issuer, "echo")
+    assert r.status_code == 502
+    assert r.json()["id"] == 1
+    assert r.json()["error"]["code"] == -32001
+
+
+async def test_a_json_answer_goes_out_whole_with_its_length() -> None:
+    issuer = SigningIssuer()
+    body = b'{"jsonrpc":"2.0","id":1,"result":{"content":[]}}'
+    # chunked from the upstream, in two chunks: the client still gets one counted body
+    answer = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+              b"transfer-encoding: chunked\r\n\r\n"
+              b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (10, body[:10], len(body) - 10, body[10:]))
+    async with raw_upstream(answer) as up, gateway_with(up, issuer) as base:
+        r = await tool(base, issuer, "echo")
+    assert r.status_code == 200
+    assert r.content == body
+    assert r.headers["content-length"] == str(len(body))
+    assert "transfer-encoding" not in r.headers
+
+
+async def test_a_large_json_answer_is_relayed_intact() -> None:
+    """Past the size the gateway gathers (64 KiB), the answer is passed on as it arrives."""
+    issuer = SigningIssuer()
+    text = "x" * 300_000
+    body = b'{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"%s"}]}}' % (
+        text.encode())
+    answer = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+              b"\r\n%s" % (len(body), body))
+    async with raw_upstream(answer) as up, gateway_with(up, issuer) as base:
+        r = await tool(base, issuer, "echo")
+    assert r.status_code == 200
+    assert r.content == body
+    assert r.headers.get("transfer-encoding") == "chunked"
