@@ -286,6 +286,10 @@ class Bench:
             return {"gateway": {0}, "upstream": {0}, "loadgen": {0}}
         if layout == "shared":
             return {"gateway": {0}, "upstream": {0}, "loadgen": {1}}
+        if layout == "split":
+            # the upstream alone on its core: does the gateway's traffic itself make the
+            # upstream cost more, or only the sharing of its core? (docs/performance.md)
+            return {"gateway": {1}, "upstream": {0}, "loadgen": {1}}
         return {"gateway": {1}, "upstream": {0}, "loadgen": {2} if n > 2 else {0}}
 
     def apply_layout(self, layout: str, server: Server) -> None:
@@ -614,7 +618,10 @@ def main() -> None:
     parser.add_argument("--eras", nargs="+", default=[LEGACY, MODERN], choices=[LEGACY, MODERN])
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--layouts", nargs="+", default=["shared", "own-core"],
-                        choices=["shared", "own-core"])
+                        choices=["shared", "own-core", "split"],
+                        help="shared: servers on CPU 0, load generator on CPU 1; own-core: "
+                             "the gateway alone on CPU 1; split: the upstream alone on CPU 0, "
+                             "gateway and load generator on CPU 1")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--warmup", type=float, default=0.5)
