@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
-__all__ = ["Clock", "FixedClock", "SystemClock"]
+__all__ = ["Clock", "FixedClock", "OffsetClock", "SystemClock"]
 
 
 class Clock(Protocol):
@@ -30,3 +30,17 @@ class FixedClock:
 
     def advance(self, seconds: float) -> None:
         self.at += seconds
+
+
+class OffsetClock:
+    """The system clock moved by ``offset`` seconds; for tests in which time passes at once
+    (``advance``) while real servers run on real time."""
+
+    def __init__(self, offset: float = 0.0) -> None:
+        self.offset = offset
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds

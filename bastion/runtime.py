@@ -34,7 +34,7 @@ from bastion.policy.ratelimit import BucketStore, LocalBuckets, RateLimit, Redis
 from bastion.principal import Principal
 from bastion.storage.base import StoreError
 
-__all__ = ["Runtime", "build_runtime", "read_secret", "reload_policies"]
+__all__ = ["REVOCATION_MEMORY_SECONDS", "Runtime", "build_runtime", "read_secret", "reload_policies"]
 
 log = logging.getLogger("bastion")
 
@@ -64,6 +64,9 @@ class IntrospectionEndpoint:
         return result.json_object()
 
 
+REVOCATION_MEMORY_SECONDS = 5.0  # how long a "not revoked" answer is trusted
+
+
 class RevocationCache:
     """Revocation of built-in access tokens, checked on every request.
 
@@ -72,7 +75,7 @@ class RevocationCache:
     """
 
     def __init__(self, lookup: Callable[[str], Awaitable[bool]], clock: Clock,
-                 ttl: float = 5.0, size: int = 50_000) -> None:
+                 ttl: float = REVOCATION_MEMORY_SECONDS, size: int = 50_000) -> None:
         self.lookup, self.clock, self.ttl, self.size = lookup, clock, ttl, size
         self._fresh: dict[str, float] = {}
 

@@ -8,7 +8,6 @@ import asyncio
 import hashlib
 import json
 import sys
-import time
 from collections.abc import Mapping
 
 import httpx2
@@ -22,6 +21,7 @@ from bastion.client import (
     OAuthSession,
     oauth_for,
 )
+from bastion.clock import OffsetClock
 from tests.support import HeadlessUser
 
 REDIRECT = "http://127.0.0.1:65531/callback"
@@ -41,21 +41,13 @@ class UserAuthorizer:
         return await self.user.authorize(url, REDIRECT)
 
 
-class SkewedClock:
-    def __init__(self, skew: float) -> None:
-        self.skew = skew
-
-    def now(self) -> float:
-        return time.time() + self.skew
-
-
 async def main(mode: str, endpoint: str, store_path: str, username: str, password: str) -> None:
     login = mode == "login"
     authorizer = UserAuthorizer(HeadlessUser(username, password) if login else None)
     store = EncryptedFileTokenStore(store_path)
     auth = oauth_for(endpoint, authorizer=authorizer, store=store,
                      policy=FetchPolicy(allow_http_loopback=True),
-                     clock=SkewedClock(0 if login else 7200))
+                     clock=OffsetClock(0 if login else 7200))
     async with auth, httpx2.AsyncClient(auth=Httpx2McpOAuth(auth), timeout=30) as http, Client(
             streamable_http_client(endpoint, http_client=http), mode="legacy",
             cache=None) as client:
