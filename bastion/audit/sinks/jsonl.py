@@ -8,6 +8,10 @@ has read and reads what others appended before it writes, so it always knows eve
 head. A line without its newline at the end of the file can only be left by a writer that died
 mid-write (writes happen under the lock), before it acknowledged anything: the next writer cuts
 it off, and readers ignore it with a warning.
+
+Writes run on the sink's own thread (``SinkWorker``, as the SQLite sink's), in order; reads
+(``export``, ``verify``) parse the whole file and run in the default executor instead, so a
+long read never holds up the writes requests wait for.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from bastion.audit.checkpoint import Checkpoint, CheckpointInvalid
 from bastion.audit.model import parse_time
 from bastion.audit.rfc8785 import canonicalize_text
 from bastion.audit.sinks.base import SealedBatch, Sealer
+from bastion.audit.sinks.worker import SinkWorker
 
 __all__ = ["JsonlContents", "JsonlSink", "parse_jsonl"]
 
@@ -80,11 +85,18 @@ class JsonlSink:
         self._fd: int | None = None
         self._offset = 0
         self._heads: dict[str, ChainHead] = {}
+        self._worker: SinkWorker | None = None
 
     @classmethod
     async def open(cls, path: Path) -> JsonlSink:
         sink = cls(path)
-        await asyncio.to_thread(sink._open_sync)
+        worker = SinkWorker(f"bastion-audit-jsonl:{path.name}")
+        try:
+            await worker.call(sink._open_sync)
+        except BaseException:
+            await worker.stop()
+            raise
+        sink._worker = worker
         return sink
 
     def _open_sync(self) -> None:
@@ -101,7 +113,14 @@ class JsonlSink:
                     os.close(self._fd)
                     self._fd = None
 
-        await asyncio.to_thread(close)
+        worker, self._worker = self._worker, None
+        if worker is None:
+            close()
+            return
+        try:
+            await worker.call(close)
+        finally:
+            await worker.stop()
 
     async def _locked(self, fn: Callable[[int], T]) -> T:
         def call() -> T:
@@ -116,7 +135,9 @@ class JsonlSink:
                 finally:
                     fcntl.flock(fd, fcntl.LOCK_UN)
 
-        return await asyncio.to_thread(call)
+        if self._worker is None:
+            raise OSError("the audit file is closed")
+        return await self._worker.call(call)
 
     def _catch_up(self, fd: int) -> None:
         """Read what was appended since we last looked; cut off a torn last line."""
