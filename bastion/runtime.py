@@ -34,7 +34,9 @@ from bastion.policy.ratelimit import BucketStore, LocalBuckets, RateLimit, Redis
 from bastion.principal import Principal
 from bastion.storage.base import StoreError
 
-__all__ = ["REVOCATION_MEMORY_SECONDS", "Runtime", "build_runtime", "read_secret", "reload_policies"]
+__all__ = [
+    "REVOCATION_MEMORY_SECONDS", "Runtime", "build_runtime", "read_secret", "reload_policies",
+]
 
 log = logging.getLogger("bastion")
 
