@@ -31,7 +31,7 @@ from bastion.audit.checkpoint import Checkpoint, CheckpointInvalid
 from bastion.audit.model import parse_time
 from bastion.audit.rfc8785 import canonicalize_text
 from bastion.audit.sinks.base import SealedBatch, Sealer
-from bastion.audit.sinks.worker import SinkWorker
+from bastion.audit.sinks.worker import SinkWorker, finish_worker, start_worker
 
 __all__ = ["JsonlContents", "JsonlSink", "parse_jsonl"]
 
@@ -90,13 +90,7 @@ class JsonlSink:
     @classmethod
     async def open(cls, path: Path) -> JsonlSink:
         sink = cls(path)
-        worker = SinkWorker(f"bastion-audit-jsonl:{path.name}")
-        try:
-            await worker.call(sink._open_sync)
-        except BaseException:
-            await worker.stop()
-            raise
-        sink._worker = worker
+        sink._worker = await start_worker(f"bastion-audit-jsonl:{path.name}", sink._open_sync)
         return sink
 
     def _open_sync(self) -> None:
@@ -114,13 +108,7 @@ class JsonlSink:
                     self._fd = None
 
         worker, self._worker = self._worker, None
-        if worker is None:
-            close()
-            return
-        try:
-            await worker.call(close)
-        finally:
-            await worker.stop()
+        await finish_worker(worker, close)
 
     async def _locked(self, fn: Callable[[int], T]) -> T:
         def call() -> T:

@@ -25,7 +25,7 @@ from bastion.audit.chain import GENESIS_HASH, ChainHead, SealedRecord
 from bastion.audit.checkpoint import Checkpoint
 from bastion.audit.model import parse_time
 from bastion.audit.sinks.base import SealedBatch, Sealer
-from bastion.audit.sinks.worker import SinkWorker
+from bastion.audit.sinks.worker import SinkWorker, finish_worker, start_worker
 
 __all__ = ["SqliteAuditSink"]
 
@@ -74,13 +74,7 @@ class SqliteAuditSink:
     @classmethod
     async def open(cls, path: Path) -> SqliteAuditSink:
         sink = cls(path)
-        worker = SinkWorker(f"bastion-audit-sqlite:{path.name}")
-        try:
-            await worker.call(sink._open_sync)
-        except BaseException:
-            await worker.stop()
-            raise
-        sink._worker = worker
+        sink._worker = await start_worker(f"bastion-audit-sqlite:{path.name}", sink._open_sync)
         return sink
 
     def _open_sync(self) -> None:
@@ -112,13 +106,7 @@ class SqliteAuditSink:
                     self._conn = None
 
         worker, self._worker = self._worker, None
-        if worker is None:
-            close()
-            return
-        try:
-            await worker.call(close)
-        finally:
-            await worker.stop()
+        await finish_worker(worker, close)
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def call() -> T:

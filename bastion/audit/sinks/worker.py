@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["SinkWorker"]
+__all__ = ["SinkWorker", "finish_worker", "start_worker"]
 
 T = TypeVar("T")
 
@@ -60,6 +60,29 @@ class SinkWorker:
                 _deliver(loop, future, None, exc)
             else:
                 _deliver(loop, future, result, None)
+
+
+async def start_worker(name: str, first: Callable[[], Any]) -> SinkWorker:
+    """A sink's worker whose first call, ``first`` (opening the store), has succeeded; if it
+    fails, the thread is stopped again and the error raised."""
+    worker = SinkWorker(name)
+    try:
+        await worker.call(first)
+    except BaseException:
+        await worker.stop()
+        raise
+    return worker
+
+
+async def finish_worker(worker: SinkWorker | None, last: Callable[[], None]) -> None:
+    """Run ``last`` (closing the store) on ``worker`` and stop it; with no worker, here."""
+    if worker is None:
+        last()
+        return
+    try:
+        await worker.call(last)
+    finally:
+        await worker.stop()
 
 
 def _deliver(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], result: Any,
