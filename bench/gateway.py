@@ -19,6 +19,10 @@ Pinning (layouts):
   own-core  gateway alone on CPU 1; upstream (and stdio children) with the load generator on
             CPU 0 -- the baseline (a) is measured in the same layout, so like is compared with
             like (with 3+ CPUs the load generator gets CPU 2)
+  split     (on demand) the upstream alone on CPU 0, gateway and load generator on CPU 1
+
+After each table, the issue targets that table can judge are printed, each met or not met
+at every concurrency measured (``check_targets``; also in the JSON under "targets").
 
 Each measurement: every client opens its session, warms up, then calls for --seconds; the
 server processes' CPU (psutil user+system, every thread, children included) is sampled at the
@@ -464,6 +468,56 @@ def print_table(layout: str, era: str, by_conc: dict[str, dict[str, Any]],
           "steal = share of the busiest CPU taken by the hypervisor during the window")
 
 
+# The targets of issues 6 and 7, for Bastion with everything on: (name, layouts the target is
+# stated for, the aggregate's key, the bound, higher or lower is better, concurrencies).
+TARGETS: tuple[tuple[str, frozenset[str], str, float, str, tuple[int, ...] | None], ...] = (
+    ("throughput >= 0.75x the upstream (shared core)", frozenset({"shared"}),
+     "throughput_vs_upstream", 0.75, "min", None),
+    ("throughput >= 0.9x the upstream (gateway on its own core)", frozenset({"own-core"}),
+     "throughput_vs_upstream", 0.9, "min", None),
+    ("server CPU <= 1.3x the upstream alone", frozenset({"shared", "own-core"}),
+     "server_cpu_vs_upstream", 1.3, "max", None),
+    ("p50 at most +0.3 ms at c=1", frozenset({"shared", "own-core"}),
+     "p50_added_ms", 0.3, "max", (1,)),
+    (">= 5x FastMCP's proxy", frozenset({"shared", "own-core"}),
+     "throughput_vs_fastmcp", 5.0, "min", None),
+    ("audit on / off >= 0.90 (issue 6)", frozenset({"shared", "own-core"}),
+     "throughput_vs_audit_off", 0.9, "min", None),
+)
+
+
+def check_targets(layout: str, by_conc: dict[str, dict[str, Any]],
+                  config: str = "bastion") -> list[dict[str, Any]]:
+    """Each target this table can judge for ``config``: its figure at every concurrency
+    measured and whether all of them meet it. A target with no figure here is left out."""
+    out: list[dict[str, Any]] = []
+    for name, layouts, key, bound, sense, only in TARGETS:
+        if layout not in layouts:
+            continue
+        figures: dict[str, float] = {}
+        for conc, table in by_conc.items():
+            value = (table.get(config) or {}).get(key)
+            if value is not None and (only is None or int(conc) in only):
+                figures[conc] = value
+        if not figures:
+            continue
+        met = {c: (v >= bound if sense == "min" else v <= bound) for c, v in figures.items()}
+        out.append({"target": name, "figures": figures, "met": met, "all_met": all(met.values())})
+    return out
+
+
+def print_targets(layout: str, era: str, checks: list[dict[str, Any]]) -> None:
+    if not checks:
+        return
+    print(f"targets, Bastion with everything on ({layout}, {era}):")
+    for check in checks:
+        cells = " / ".join(f"c={c} {v:.2f}{'' if check['met'][c] else '*'}"
+                           for c, v in check["figures"].items())
+        verdict = "met" if check["all_met"] else "NOT met"
+        print(f"  {verdict:8} {check['target']}: {cells}")
+    print("  (* = this cell misses the target)")
+
+
 # --- profiling -----------------------------------------------------------------------------
 
 
@@ -574,6 +628,9 @@ async def run(bench: Bench, args: argparse.Namespace, partial: Path) -> dict[str
             results["layouts"][layout][era] = by_conc
             if args.rounds:
                 print_table(layout, era, by_conc, configs)
+                checks = check_targets(layout, by_conc)
+                results.setdefault("targets", {}).setdefault(layout, {})[era] = checks
+                print_targets(layout, era, checks)
     if args.profile:
         results["profiles"] = {}
         stamp = time.strftime("%Y%m%dT%H%M%S")
@@ -604,8 +661,9 @@ def report(path: Path) -> None:
         by_conc = cells.setdefault((r["layout"], r["era"]), {})
         by_conc.setdefault(str(r["concurrency"]), {}).setdefault(r["round"], {})[r["config"]] = r
     for (layout, era), by_conc in cells.items():
-        print_table(layout, era, {c: aggregate(list(rounds.values()), configs)
-                                  for c, rounds in by_conc.items()}, configs)
+        tables = {c: aggregate(list(rounds.values()), configs) for c, rounds in by_conc.items()}
+        print_table(layout, era, tables, configs)
+        print_targets(layout, era, check_targets(layout, tables))
 
 
 def main() -> None:
