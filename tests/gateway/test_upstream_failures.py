@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import pytest
 
 from bastion.gateway.upstream_http import HttpUpstream
 from bastion.gateway.upstream_stdio import StdioUpstream
 from tests.gateway.conftest import _gateway
-from tests.gateway.test_resource_server import MODERN_HEADERS, call
+from tests.gateway.test_resource_server import META, MODERN_HEADERS, call
 from tests.support import SigningIssuer, free_port, serve
 
 CRASHY = str(Path(__file__).with_name("crashy_stdio.py"))
@@ -173,3 +175,41 @@ async def test_a_large_json_answer_is_relayed_intact() -> None:
     assert r.status_code == 200
     assert r.content == body
     assert r.headers.get("transfer-encoding") == "chunked"
+
+
+async def list_tools(base: str, issuer: SigningIssuer) -> httpx.Response:
+    token = issuer.mint(audience=base + "/mcp/demo", scope="demo:read")
+    async with httpx.AsyncClient(timeout=20) as c:
+        return await c.post(base + "/mcp/demo", json={
+            "jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": META}},
+            headers={**MODERN_HEADERS, "mcp-method": "tools/list",
+                     "authorization": f"Bearer {token}"})
+
+
+async def test_a_list_answer_broken_off_midway_is_502() -> None:
+    """A list answer is read whole to be filtered: one that breaks off is a 502, never a
+    truncated or unfiltered list."""
+    issuer = SigningIssuer()
+    answer = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n"
+              b'\r\n{"jsonrpc":"2.0","id":1,"result":{"tools":[')
+    async with raw_upstream(answer) as up, gateway_with(up, issuer) as base:
+        r = await list_tools(base, issuer)
+    assert r.status_code == 502
+    assert r.json()["id"] == 1
+    assert r.json()["error"]["code"] == -32001
+
+
+async def test_a_list_answer_past_the_size_bound_is_502(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from bastion.gateway import proxy
+
+    monkeypatch.setattr(proxy, "MAX_LIST_BYTES", 1000)
+    issuer = SigningIssuer()
+    tools = [{"name": f"t{i}", "inputSchema": {"type": "object"}} for i in range(100)]
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "result": {"tools": tools}}).encode()
+    answer = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+              b"\r\n%s" % (len(body), body))
+    async with raw_upstream(answer) as up, gateway_with(up, issuer) as base:
+        r = await list_tools(base, issuer)
+    assert r.status_code == 502
+    assert r.json()["error"]["code"] == -32001
