@@ -69,12 +69,13 @@ class McpEnvelope:
             await send_jsonrpc_error(send, exc)
 
     async def _post(self, scope: Scope, receive: Receive, send: Send) -> None:
-        ctype = (header(scope, b"content-type") or "").split(";")[0].strip().lower()
+        headers = headers_dict(scope)  # built once per request, kept in the scope for the proxy
+        ctype = headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype != "application/json":
             raise JsonRpcError(JsonRpcError.INVALID_REQUEST,
                                "Invalid Request: Content-Type must be application/json",
                                http_status=415)
-        length = header(scope, b"content-length")
+        length = headers.get("content-length")
         if length is not None and not (length.isascii() and length.isdigit()):
             # servers in front reject this already; the app does not count on it
             raise JsonRpcError(JsonRpcError.INVALID_REQUEST,
@@ -97,7 +98,6 @@ class McpEnvelope:
         except ConnectionResetError:
             return
         envelope = parse_envelope(body)
-        headers = headers_dict(scope)
         era = classify(headers, envelope)
         if era is Era.MODERN:
             check_modern_headers(headers, envelope)

@@ -78,15 +78,15 @@ async def _until_disconnect(work: Coroutine[Any, Any, None], receive: Receive) -
         raise error
 
 
-async def _gather_small(
-    stream: AsyncIterator[bytes],
+async def _gather(
+    stream: AsyncIterator[bytes], limit: int,
 ) -> tuple[list[bytes], bool] | UpstreamError:
-    """The first pieces of ``stream``, up to ``SMALL_ANSWER`` bytes, and whether that was all
-    of it; or the error it broke off with."""
+    """The first pieces of ``stream``, until more than ``limit`` bytes have come, and whether
+    that was all of it; or the error it broke off with."""
     pieces: list[bytes] = []
     size = 0
     try:
-        while size <= SMALL_ANSWER:
+        while size <= limit:
             try:
                 piece = await anext(stream)
             except StopAsyncIteration:
@@ -96,6 +96,12 @@ async def _gather_small(
     except UpstreamError as exc:
         return exc
     return pieces, False
+
+
+async def _send_broke_off(send: Send, request_id: object) -> None:
+    await send_jsonrpc_error(send, JsonRpcError(
+        JsonRpcError.UPSTREAM_UNAVAILABLE, "Upstream MCP server broke off", http_status=502,
+        request_id=request_id))
 
 
 def _forward_headers(headers: Mapping[str, str]) -> dict[str, str]:
@@ -211,21 +217,19 @@ class Proxy:
                   if session is not None and streaming else None)
 
         async def pump() -> None:
-            head: list[bytes] = []
+            first: list[bytes] = []
             if not streaming:
                 # A JSON answer is usually small: gathered whole, it goes out with a
                 # Content-Length in two writes (head, body) instead of three chunked ones,
                 # and an upstream that breaks off before its end gets a clean 502.
-                gathered = await _gather_small(resp.stream)
+                gathered = await _gather(resp.stream, SMALL_ANSWER)
                 if isinstance(gathered, UpstreamError):
                     log.warning("upstream answer of mount %s broke: %s", mount.name, gathered)
-                    await send_jsonrpc_error(send, JsonRpcError(
-                        JsonRpcError.UPSTREAM_UNAVAILABLE, "Upstream MCP server broke off",
-                        http_status=502, request_id=request_id))
+                    await _send_broke_off(send, request_id)
                     return
-                head, whole = gathered
+                first, whole = gathered
                 if whole:
-                    body = b"".join(head)
+                    body = b"".join(first)
                     headers = out if status in _NO_LENGTH or scope["method"] == "HEAD" else [
                         *out, (b"content-length", b"%d" % len(body))]
                     await send({"type": "http.response.start", "status": status,
@@ -233,8 +237,8 @@ class Proxy:
                     await send({"type": "http.response.body", "body": body})
                     return
             await send({"type": "http.response.start", "status": status, "headers": out})
-            if head:
-                await send({"type": "http.response.body", "body": b"".join(head),
+            if first:
+                await send({"type": "http.response.body", "body": b"".join(first),
                             "more_body": True})
             try:
                 async for chunk in resp.stream:
@@ -292,17 +296,11 @@ class Proxy:
             await send({"type": "http.response.body", "body": splitter.rest(),
                         "more_body": False})
             return
-        body = b""
-        try:
-            async for chunk in resp.stream:
-                body += chunk
-                if len(body) > MAX_LIST_BYTES:
-                    raise UpstreamError("list result too large")
-        except UpstreamError:
-            await send_jsonrpc_error(send, JsonRpcError(
-                JsonRpcError.UPSTREAM_UNAVAILABLE, "Upstream MCP server broke off",
-                http_status=502, request_id=request_id))
+        gathered = await _gather(resp.stream, MAX_LIST_BYTES)
+        if isinstance(gathered, UpstreamError) or not gathered[1]:  # broken off, or too large
+            await _send_broke_off(send, request_id)
             return
+        body = b"".join(gathered[0])
         new = rewrite_response_message(body, request_id, list_method, visible)
         if new is None:
             new = body

@@ -37,6 +37,8 @@ PIECE = 65536  # the most of a response body held at once
 MAX_TRAILERS = 8192  # bytes of trailer section after the last chunk (read and dropped)
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")  # RFC 9112 chunk-size: 1*HEXDIG, nothing else
 _NO_BODY = frozenset({204, 304})
+# how a read on the upstream connection fails (an abort by the read clock included)
+_READ_FAILED = (asyncio.IncompleteReadError, OSError, asyncio.LimitOverrunError)
 
 
 class _Conn:
@@ -120,7 +122,8 @@ _NO_CLOCK = _NoClock()
 
 
 class _Exchange:
-    """One request's connection and clock, until its body is read (or given up).
+    """One request's connection and its read clock (none when ``timeout`` is None), until the
+    body is read or the exchange is given up.
 
     A response whose body is never iterated (the proxy refuses an upstream 401, say) never
     runs the body's ``finally``; closing the response reaches this closer instead, which stops
@@ -128,15 +131,21 @@ class _Exchange:
 
     __slots__ = ("clock", "conn", "settled")
 
-    def __init__(self, conn: _Conn, clock: _ReadClock | _NoClock) -> None:
-        self.conn, self.clock = conn, clock
+    def __init__(self, conn: _Conn, timeout: float | None) -> None:
+        self.conn = conn
+        self.clock: _ReadClock | _NoClock = (
+            _ReadClock(conn, timeout) if timeout is not None else _NO_CLOCK)
         self.settled = False
 
-    async def aclose(self) -> None:
+    def abandon(self) -> None:
+        """Stop the clock and close the connection (once; the body's end may have already)."""
         if not self.settled:
             self.settled = True
             self.clock.stop()
             self.conn.close()
+
+    async def aclose(self) -> None:
+        self.abandon()
 
 
 def _parse_head(raw: bytes) -> tuple[int, list[tuple[str, str]], int | None, bool, bool]:
@@ -249,42 +258,31 @@ class HttpUpstream:
         read_timeout = None if method == "GET" else self.read_timeout
         for attempt in (1, 2):
             conn = await self._connect()
-            clock = _ReadClock(conn, read_timeout) if read_timeout is not None else _NO_CLOCK
+            exchange = _Exchange(conn, read_timeout)
             try:
                 conn.writer.write(message)
-                clock.waiting()
-                raw = await conn.reader.readuntil(b"\r\n\r\n")
-                clock.idle()
+                raw = await _read(exchange.clock, conn.reader.readuntil(b"\r\n\r\n"))
                 break
-            except asyncio.IncompleteReadError as exc:
-                clock.stop()
-                conn.close()
-                if clock.expired:
+            except BaseException as exc:
+                exchange.abandon()
+                if not isinstance(exc, _READ_FAILED):
+                    raise  # cancelled, or not the connection's doing
+                if exchange.clock.expired:  # the clock aborted the read
                     raise UpstreamTimeout("the upstream server did not answer in time") from exc
-                # A pooled connection the upstream had closed: nothing was read, so the
-                # request was not processed; try once more on a fresh connection.
-                if conn.reused and not exc.partial and attempt == 1:
-                    continue
-                raise UpstreamError("the upstream server closed the connection") from exc
-            except (OSError, asyncio.LimitOverrunError) as exc:
-                clock.stop()
-                conn.close()
-                if clock.expired:
-                    raise UpstreamTimeout("the upstream server did not answer in time") from exc
+                if isinstance(exc, asyncio.IncompleteReadError):
+                    # A pooled connection the upstream had closed: nothing was read, so the
+                    # request was not processed; try once more on a fresh connection.
+                    if conn.reused and not exc.partial and attempt == 1:
+                        continue
+                    raise UpstreamError("the upstream server closed the connection") from exc
                 raise UpstreamError("the upstream server cannot be reached") from exc
-            except BaseException:
-                clock.stop()
-                conn.close()
-                raise
         try:
             status, out, length, chunked, close = _parse_head(raw)
         except (_Malformed, ValueError) as exc:
-            clock.stop()
-            conn.close()
+            exchange.abandon()
             raise UpstreamError("the upstream server sent a malformed answer") from exc
         if status in _NO_BODY or method == "HEAD" or 100 <= status < 200:
             length, chunked = 0, False
-        exchange = _Exchange(conn, clock)
         return UpstreamResponse(status, out, self._body(exchange, length, chunked, close),
                                 closers=[exchange])
 
@@ -328,8 +326,7 @@ class HttpUpstream:
                 if clock.expired:  # the end was the clock's abort, not the upstream's
                     raise TimeoutError
             done = True
-        except (OSError, ValueError, asyncio.IncompleteReadError,
-                asyncio.LimitOverrunError) as exc:
+        except (*_READ_FAILED, ValueError) as exc:
             if clock.expired or isinstance(exc, TimeoutError):
                 raise UpstreamTimeout("the upstream server stopped answering") from exc
             raise UpstreamError("the upstream connection broke") from exc

@@ -277,7 +277,7 @@ async def test_a_queued_record_that_cannot_be_written_is_logged_as_lost(
         await log.append(event(2))  # an awaited append still fails closed
 
 
-async def test_the_sqlite_sink_commits_with_a_full_fsync(tmp_path: Path) -> None:
+async def test_the_sqlite_sink_is_set_to_fsync_every_commit(tmp_path: Path) -> None:
     """Invariant 8 (nothing acknowledged is lost): WAL with synchronous=FULL."""
     sink = await SqliteAuditSink.open(tmp_path / "a.db")
     try:
