@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import cProfile
 import json
-import os
 import pstats
 import resource
 import shutil
@@ -44,17 +43,12 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent))
 
-from gateway import POLICY, free_port, wait_port  # noqa: E402
+from gateway import POLICY, free_port, pin_self, wait_port  # noqa: E402
 from loadgen import META, MODERN  # noqa: E402
 from servers import SCOPE, bastion_config, bastion_stack  # noqa: E402
 
 from bastion.keys import SigningKeys  # noqa: E402
 from bastion.server.tokens import mint_access_token  # noqa: E402
-
-
-def pin(cpu: int) -> None:
-    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
-        os.sched_setaffinity(0, {cpu})
 
 
 class Driver:
@@ -208,14 +202,14 @@ def against_upstream(measure: Measure, args: argparse.Namespace) -> None:
     holding fresh signing keys and the bench policy; everything is removed after."""
     if args.loop is None:
         args.loop = bastion_stack().event_loop
-    pin(1)
+    pin_self(1)
     data = Path(tempfile.mkdtemp(prefix="bastion-app-cpu-"))
     SigningKeys.load_or_create(data)
     (data / "policy.toml").write_text(POLICY)
     up = free_port()
     upstream = subprocess.Popen(
         [sys.executable, str(BENCH / "servers.py"), "upstream", "--port", str(up)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=lambda: pin(0))
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=lambda: pin_self(0))
     try:
         wait_port(up, upstream, "upstream")
         if args.loop == "uvloop":

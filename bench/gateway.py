@@ -125,6 +125,12 @@ def tasks_of(pid: int) -> list[int]:
         return [pid]
 
 
+def pin_self(cpu: int) -> None:
+    """Pin the calling process to ``cpu`` (when the machine has more than one)."""
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {cpu})
+
+
 def pin_process(proc: psutil.Process, cpus: set[int]) -> None:
     """Pin every thread of the process (sched_setaffinity on a pid moves one thread only)."""
     if not hasattr(os, "sched_setaffinity"):
@@ -209,15 +215,9 @@ class Bench:
 
     def spawn(self, cmd: list[str], name: str, port: int,
               env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        cpus = {0}
-
-        def pin_child() -> None:
-            if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
-                os.sched_setaffinity(0, cpus)
-
         log = open(self.data / f"{name}.log", "wb")  # noqa: SIM115 (lives as long as the child)
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env or self.env(),
-                                cwd=ROOT, preexec_fn=pin_child)
+                                cwd=ROOT, preexec_fn=lambda: pin_self(0))
         self.procs.append(proc)
         wait_port(port, proc, name)
         return proc
