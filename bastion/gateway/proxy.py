@@ -35,8 +35,14 @@ from bastion.gateway.list_filter import (
 from bastion.gateway.mount import Mount
 from bastion.gateway.policy_gate import facts_for
 from bastion.gateway.responses import send_jsonrpc_error
-from bastion.gateway.sessions import ANONYMOUS, Session, SessionStore
-from bastion.gateway.upstream import Upstream, UpstreamError, UpstreamResponse, UpstreamTimeout
+from bastion.gateway.sessions import Session, SessionStore
+from bastion.gateway.upstream import (
+    ANONYMOUS,
+    Upstream,
+    UpstreamError,
+    UpstreamResponse,
+    UpstreamTimeout,
+)
 from bastion.mcp.eras import Era
 from bastion.mcp.jsonrpc import Envelope
 from bastion.principal import Principal
@@ -154,7 +160,7 @@ class Proxy:
 
         upstream = self.upstreams[mount.name]
         try:
-            resp = await upstream.request(scope["method"], fwd, scope.get(BODY))
+            resp = await upstream.request(scope["method"], fwd, scope.get(BODY), binding)
         except UpstreamTimeout:
             await send_jsonrpc_error(send, JsonRpcError(
                 JsonRpcError.UPSTREAM_UNAVAILABLE, "Upstream MCP server timed out",

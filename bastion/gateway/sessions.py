@@ -14,9 +14,10 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-__all__ = ["RedisSessions", "Session", "SessionRegistry", "SessionStore", "new_session_id"]
+from bastion.gateway.upstream import ANONYMOUS
 
-ANONYMOUS = ("", "", "")
+__all__ = ["ANONYMOUS", "RedisSessions", "Session", "SessionRegistry", "SessionStore",
+           "new_session_id"]
 
 
 def new_session_id() -> str:

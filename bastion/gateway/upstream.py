@@ -9,7 +9,12 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-__all__ = ["Upstream", "UpstreamError", "UpstreamResponse", "UpstreamTimeout"]
+__all__ = ["ANONYMOUS", "Caller", "Upstream", "UpstreamError", "UpstreamResponse",
+           "UpstreamTimeout"]
+
+# Who a request is made for: (issuer, subject, client_id) of the verified token (invariant 2).
+Caller = tuple[str, str, str]
+ANONYMOUS: Caller = ("", "", "")
 
 
 class UpstreamError(Exception):
@@ -49,5 +54,9 @@ class Upstream(Protocol):
     async def aclose(self) -> None: ...
 
     async def request(
-        self, method: str, headers: Mapping[str, str], body: bytes | None
-    ) -> UpstreamResponse: ...
+        self, method: str, headers: Mapping[str, str], body: bytes | None,
+        caller: Caller = ANONYMOUS,
+    ) -> UpstreamResponse:
+        """One exchange. ``caller`` is whom it is made for: an upstream that keeps state per
+        caller (a stdio child) never lets one caller's messages reach another."""
+        ...

@@ -25,7 +25,13 @@ from collections.abc import AsyncIterator, Awaitable, Mapping
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from bastion.gateway.upstream import UpstreamError, UpstreamResponse, UpstreamTimeout
+from bastion.gateway.upstream import (
+    ANONYMOUS,
+    Caller,
+    UpstreamError,
+    UpstreamResponse,
+    UpstreamTimeout,
+)
 
 __all__ = ["HttpUpstream"]
 
@@ -246,7 +252,8 @@ class HttpUpstream:
             conn.close()
 
     async def request(
-        self, method: str, headers: Mapping[str, str], body: bytes | None
+        self, method: str, headers: Mapping[str, str], body: bytes | None,
+        caller: Caller = ANONYMOUS,
     ) -> UpstreamResponse:
         head = [f"{method} {self.path} HTTP/1.1\r\n".encode("latin-1"), self._fixed]
         head.extend(f"{k}: {v}\r\n".encode("latin-1") for k, v in headers.items())

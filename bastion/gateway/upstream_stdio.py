@@ -26,7 +26,13 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from pathlib import Path
 from typing import Any
 
-from bastion.gateway.upstream import UpstreamError, UpstreamResponse, UpstreamTimeout
+from bastion.gateway.upstream import (
+    ANONYMOUS,
+    Caller,
+    UpstreamError,
+    UpstreamResponse,
+    UpstreamTimeout,
+)
 from bastion.mcp.eras import MODERN
 from bastion.mcp.jsonrpc import error_body
 
@@ -285,7 +291,8 @@ class StdioUpstream:
             return self._shared
 
     async def request(
-        self, method: str, headers: Mapping[str, str], body: bytes | None
+        self, method: str, headers: Mapping[str, str], body: bytes | None,
+        caller: Caller = ANONYMOUS,
     ) -> UpstreamResponse:
         sid = headers.get("mcp-session-id")
         if method == "DELETE":
