@@ -134,8 +134,8 @@ class AuditAllowed:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         envelope: Envelope | None = scope.get(ENVELOPE)
-        if envelope is not None and envelope.kind != "request":
-            await self.app(scope, receive, send)  # notifications and responses: no decision
+        if envelope is not None and envelope.method is None:
+            await self.app(scope, receive, send)  # a response to the server: no decision
             return
         decision = scope.get(DECISION)
         rule = getattr(decision, "rule", None)

@@ -18,7 +18,7 @@ from bastion.gateway.asgi import (
     headers_dict,
 )
 from bastion.gateway.responses import send_jsonrpc_error, send_response
-from bastion.mcp.eras import MODERN, Era, check_modern_headers, classify
+from bastion.mcp.eras import MODERN, Era, check_message_kind, check_modern_headers, classify
 from bastion.mcp.jsonrpc import parse_envelope
 
 __all__ = ["BodyTooLarge", "McpEnvelope", "read_body"]
@@ -101,6 +101,7 @@ class McpEnvelope:
         era = classify(headers, envelope)
         if era is Era.MODERN:
             check_modern_headers(headers, envelope)
+        check_message_kind(era, envelope)
         scope[BODY] = body
         scope[ENVELOPE] = envelope
         scope[ERA] = era

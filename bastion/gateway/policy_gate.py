@@ -44,7 +44,7 @@ class PolicyGate:
         principal: Principal | None = scope.get(PRINCIPAL)
         envelope: Envelope | None = scope.get(ENVELOPE)
         if (mount.policy is None or principal is None or envelope is None
-                or envelope.kind != "request" or envelope.method is None):
+                or envelope.method is None):
             await self.app(scope, receive, send)
             return
         facts = facts_for(scope, mount, principal, envelope.method, envelope.name,
@@ -53,8 +53,10 @@ class PolicyGate:
         scope[DECISION] = decision
         if decision.effect == "deny":
             # The client sees the rule's message, never the rule itself.
+            # A notification has no id to carry the error: the refusal shows in the status.
             await send_jsonrpc_error(send, JsonRpcError(
-                JsonRpcError.POLICY_DENIED, decision.message, request_id=envelope.id))
+                JsonRpcError.POLICY_DENIED, decision.message, request_id=envelope.id,
+                http_status=403 if envelope.kind == "notification" else 200))
             return
         if decision.effect == "step_up":
             needed = tuple(sorted(set(decision.scopes) | set(mount.scopes.required(

@@ -53,7 +53,7 @@ class RateLimiter:
         principal: Principal | None = scope.get(PRINCIPAL)
         envelope: Envelope | None = scope.get(ENVELOPE)
         if (not mount.rate_limits or principal is None or envelope is None
-                or envelope.kind != "request"):
+                or envelope.method is None):
             await self.app(scope, receive, send)
             return
         tool = envelope.name if envelope.method == "tools/call" else None

@@ -31,7 +31,7 @@ class ScopeGate:
         mount: Mount = scope[MOUNT]
         principal: Principal | None = scope.get(PRINCIPAL)
         envelope: Envelope | None = scope.get(ENVELOPE)
-        if mount.public or principal is None or envelope is None or envelope.kind != "request":
+        if mount.public or principal is None or envelope is None or envelope.method is None:
             await self.app(scope, receive, send)
             return
         needed = mount.scopes.required(envelope.method, envelope.name)

@@ -1,5 +1,9 @@
 """TS-01..TS-03: Origin checked on every request; Host checked when bound to loopback.
 
+A request with two ``Host`` header lines (RFC 9112 §3.2: answered 400) or two
+``Authorization`` lines is refused whatever the route: each part of a chain could read a
+different one, and the gateway would not know which it checked.
+
 Defends against DNS rebinding: a browser page on another origin, or a name that resolves to
 127.0.0.1, must not reach a local gateway.
 """
@@ -16,6 +20,18 @@ from bastion.gateway.responses import send_jsonrpc_error
 __all__ = ["TransportGuard", "origin_of"]
 
 _LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
+_SINGLE = (b"host", b"authorization")  # header fields a request may carry at most once
+
+
+def _repeated(scope: Scope) -> bytes | None:
+    """The first of ``_SINGLE`` that the request carries more than once."""
+    seen: set[bytes] = set()
+    for key, _ in scope["headers"]:
+        if key in _SINGLE:
+            if key in seen:
+                return bytes(key)
+            seen.add(key)
+    return None
 
 
 def origin_of(url: str) -> str:
@@ -56,6 +72,13 @@ class TransportGuard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        repeated = _repeated(scope)
+        if repeated is not None:
+            await send_jsonrpc_error(send, JsonRpcError(
+                JsonRpcError.INVALID_REQUEST,
+                f"Bad Request: more than one {repeated.decode().title()} header",
+                http_status=400))
             return
         origin = header(scope, b"origin") if self.check_origin else None
         if origin is not None and (origin == "null" or origin_of(origin)

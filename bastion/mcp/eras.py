@@ -15,12 +15,14 @@ from enum import Enum
 
 from bastion.errors import JsonRpcError
 from bastion.mcp.jsonrpc import Envelope
+from bastion.mcp.methods import client_notification_allowed
 
 __all__ = [
     "LEGACY_VERSIONS",
     "MODERN",
     "SUPPORTED_VERSIONS",
     "Era",
+    "check_message_kind",
     "check_modern_headers",
     "classify",
     "decode_header_value",
@@ -117,3 +119,21 @@ def check_modern_headers(headers: Mapping[str, str], envelope: Envelope) -> None
 def _mismatch(message: str, request_id: object) -> JsonRpcError:
     return JsonRpcError(JsonRpcError.HEADER_MISMATCH, message, http_status=400,
                         request_id=request_id)
+
+
+def check_message_kind(era: Era, envelope: Envelope) -> None:
+    """What a client may send without an ``id``: the notifications its era defines, and (in the
+    2025-11-25 era, where servers send requests) responses. Anything else is refused: nothing
+    would answer it, so nothing would show that an upstream ran it."""
+    if envelope.kind == "notification":
+        assert envelope.method is not None
+        if not client_notification_allowed(era.value, envelope.method):
+            raise JsonRpcError(
+                JsonRpcError.INVALID_REQUEST,
+                f"Invalid Request: {envelope.method[:100]!r} is not a notification a client "
+                f"may send; a request needs an id", http_status=400)
+    elif envelope.kind == "response" and era is Era.MODERN:
+        raise JsonRpcError(
+            JsonRpcError.INVALID_REQUEST,
+            "Invalid Request: in 2026-07-28 servers send no requests, so clients send no "
+            "responses", http_status=400, request_id=envelope.id)

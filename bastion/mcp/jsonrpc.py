@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,13 +72,41 @@ def _too_deep(value: object, depth: int = 0) -> bool:
     return False
 
 
+# A JSON escape of a UTF-16 surrogate (\uD800-\uDFFF): a pair is one character, a lone one
+# decodes to a string that is not Unicode text (it cannot be encoded, logged or forwarded).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(value: object) -> bool:
+    if isinstance(value, str):
+        return any("\ud800" <= ch <= "\udfff" for ch in value)
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(v) for v in value)
+    return False
+
+
 def parse_envelope(body: bytes) -> Envelope:
-    """Parse and validate one JSON-RPC message; errors carry the right JSON-RPC code."""
+    """Parse and validate one JSON-RPC message; errors carry the right JSON-RPC code.
+
+    The body must be UTF-8 (RFC 8259 §8.1): ``json.loads`` on bytes would also take UTF-16 and
+    UTF-32, and UTF-8-encoded surrogates, which would then be forwarded as they came.
+    """
     try:
-        data = json.loads(body)
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise JsonRpcError(JsonRpcError.PARSE_ERROR, "Parse error: body is not valid UTF-8",
+                           http_status=400) from exc
+    try:
+        data = json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise JsonRpcError(JsonRpcError.PARSE_ERROR, "Parse error: body is not JSON",
                            http_status=400) from exc
+    if _SURROGATE_ESCAPE.search(body) and _has_lone_surrogate(data):
+        raise JsonRpcError(JsonRpcError.PARSE_ERROR,
+                           "Parse error: a string holds a lone UTF-16 surrogate",
+                           http_status=400)
     if isinstance(data, list):
         raise JsonRpcError(JsonRpcError.INVALID_REQUEST,
                            "Invalid Request: JSON-RPC batches are not supported", http_status=400)
