@@ -252,6 +252,7 @@ async def build_runtime(
         check_host=config.server.is_loopback,
         allowed_hosts=config.server.allowed_hosts,
         max_body_bytes=config.server.max_body_bytes,
+        request_timeout=config.server.request_timeout_seconds,
     )
     buckets: BucketStore = LocalBuckets()
     sessions: SessionStore | None = None

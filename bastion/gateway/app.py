@@ -38,6 +38,9 @@ class GatewaySettings:
     check_host: bool
     allowed_hosts: tuple[str, ...]
     max_body_bytes: int
+    # The most one call may take, from the request to the end of its answer (GET event
+    # streams excepted): an upstream that drips its answer is cut off here.
+    request_timeout: float = 120.0
 
 
 def build_mount_stack(
@@ -86,7 +89,8 @@ class Gateway:
         self.settings = settings
         self.sessions = sessions or SessionRegistry()
         self.upstreams = upstreams
-        self.proxy = Proxy(upstreams, self.sessions)
+        self.proxy = Proxy(upstreams, self.sessions, audit=audit,
+                           request_timeout=settings.request_timeout)
         self.stack = build_mount_stack(settings, verifier, self.proxy, buckets, audit)
         # Outside the MCP mounts (metadata, the authorization server's endpoints and pages)
         # only Host is checked: metadata and the token endpoint serve browser-based clients of

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 
-__all__ = ["EventIdTagger", "session_tag", "untag"]
+from bastion.mcp.sse import SseEvent
+
+__all__ = ["session_tag", "tag_event", "untag"]
 
 
 def session_tag(session_id: str) -> bytes:
@@ -25,34 +27,8 @@ def untag(last_event_id: str, tag: bytes) -> str | None:
     return last_event_id[len(prefix):]
 
 
-class EventIdTagger:
-    """Rewrites ``id:`` lines of an SSE byte stream, across chunk boundaries."""
-
-    def __init__(self, tag: bytes) -> None:
-        self.prefix = b"id: " + tag + b"."
-        self._partial = b""
-
-    def feed(self, chunk: bytes) -> bytes:
-        data = self._partial + chunk
-        cut = max(data.rfind(b"\n"), data.rfind(b"\r"))
-        if cut < 0:
-            self._partial = data
-            return b""
-        complete, self._partial = data[: cut + 1], data[cut + 1 :]
-        if b"id:" not in complete:
-            return complete
-        lines = complete.splitlines(keepends=True)
-        out = []
-        for line in lines:
-            if line.startswith(b"id:"):
-                value = line[3:].lstrip(b" ")
-                body = value.rstrip(b"\r\n")
-                ending = value[len(body):]
-                out.append(self.prefix + body + ending if body else line)
-            else:
-                out.append(line)
-        return b"".join(out)
-
-    def flush(self) -> bytes:
-        rest, self._partial = self._partial, b""
-        return self.feed(rest + b"\n")[:-1] if rest else b""
+def tag_event(event: SseEvent, tag: bytes) -> SseEvent:
+    """The event with its (non-empty) ``id`` prefixed by the session's tag."""
+    prefix = tag + b"."
+    return SseEvent([(name, prefix + value) if name == b"id" and value else (name, value)
+                     for name, value in event.lines])

@@ -1,4 +1,9 @@
-"""One definition, two uses: list results show only what the principal may call. Pure."""
+"""One definition, two uses: list results show only what the principal may call. Pure.
+
+Fails closed: an answer the filter cannot read exactly (not one JSON object, another id — ``"1"``
+is not ``1`` —, a result that is not an object, an item list that is not a list) raises
+``UnfilterableAnswer`` and the proxy refuses it; it is never passed on unfiltered.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,14 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from bastion.mcp.server_messages import UnreadableMessage, same_id
+
 __all__ = [
     "LIST_METHODS",
-    "SseEventSplitter",
+    "UnfilterableAnswer",
     "Visible",
+    "filter_list_response",
     "filter_list_result",
-    "rewrite_response_message",
-    "rewrite_sse_event",
 ]
 
 # list method -> (result key, call method, item field naming the target)
@@ -26,11 +32,17 @@ LIST_METHODS: dict[str, tuple[str, str, str]] = {
 Visible = Callable[[str, str], bool]  # (call method, name) -> may the principal use it
 
 
+class UnfilterableAnswer(UnreadableMessage):
+    """A list answer the filter cannot read exactly."""
+
+
 def filter_list_result(list_method: str, result: dict[str, Any], visible: Visible) -> None:
     key, call_method, field = LIST_METHODS[list_method]
-    items = result.get(key)
-    if not isinstance(items, list):
+    if key not in result:
         return
+    items = result[key]
+    if not isinstance(items, list):
+        raise UnfilterableAnswer(f"result.{key} is not a list")
     result[key] = [
         item for item in items
         if isinstance(item, dict) and isinstance(item.get(field), str)
@@ -38,59 +50,18 @@ def filter_list_result(list_method: str, result: dict[str, Any], visible: Visibl
     ]
 
 
-def rewrite_response_message(
-    data: bytes, request_id: object, list_method: str, visible: Visible
-) -> bytes | None:
-    """If ``data`` is the JSON-RPC response to ``request_id``, return it filtered."""
-    try:
-        message = json.loads(data)
-    except ValueError:
-        return None
-    if not isinstance(message, dict) or message.get("id") != request_id:
-        return None
+def filter_list_response(
+    message: dict[str, Any], request_id: object, list_method: str, visible: Visible
+) -> bytes:
+    """``message`` (an upstream message without ``method``) must be the answer to
+    ``request_id``: returned filtered, re-encoded (so what the client parses is what the
+    filter read, duplicate keys and all)."""
+    if not same_id(message.get("id"), request_id):
+        raise UnfilterableAnswer("the answer carries another id than the request")
+    if "error" in message and "result" not in message:
+        return json.dumps(message, separators=(",", ":")).encode()
     result = message.get("result")
-    if not isinstance(result, dict):
-        return None
+    if not isinstance(result, dict) or "error" in message:
+        raise UnfilterableAnswer("the answer has no result object")
     filter_list_result(list_method, result, visible)
     return json.dumps(message, separators=(",", ":")).encode()
-
-
-class SseEventSplitter:
-    """Splits a byte stream of Server-Sent Events into whole events (blank-line separated)."""
-
-    def __init__(self, max_event_bytes: int = 8 * 1024 * 1024) -> None:
-        self._buf = b""
-        self.max_event_bytes = max_event_bytes
-
-    def feed(self, chunk: bytes) -> list[bytes]:
-        self._buf += chunk.replace(b"\r\n", b"\n")
-        events: list[bytes] = []
-        while True:
-            idx = self._buf.find(b"\n\n")
-            if idx < 0:
-                break
-            events.append(self._buf[: idx + 2])
-            self._buf = self._buf[idx + 2 :]
-        if len(self._buf) > self.max_event_bytes:
-            raise ValueError("server-sent event too large")
-        return events
-
-    def rest(self) -> bytes:
-        rest, self._buf = self._buf, b""
-        return rest
-
-
-def rewrite_sse_event(
-    event: bytes, request_id: object, list_method: str, visible: Visible
-) -> bytes:
-    lines = event.rstrip(b"\n").split(b"\n")
-    data_lines = [ln[5:].lstrip(b" ") if ln.startswith(b"data:") else None for ln in lines]
-    payload = b"\n".join(d for d in data_lines if d is not None)
-    if not payload:
-        return event
-    new = rewrite_response_message(payload, request_id, list_method, visible)
-    if new is None:
-        return event
-    out = [ln for ln in lines if not ln.startswith(b"data:")]
-    out.append(b"data: " + new)
-    return b"\n".join(out) + b"\n\n"

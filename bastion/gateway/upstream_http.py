@@ -154,6 +154,12 @@ class _Exchange:
         self.abandon()
 
 
+def _cause(exc: BaseException) -> str:
+    """What went wrong, for the log: the OS's words (connection refused, no route...)."""
+    detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+
+
 def _parse_head(raw: bytes) -> tuple[int, list[tuple[str, str]], int | None, bool, bool]:
     """(status, headers, content length, chunked, connection close); strict framing."""
     lines = raw.decode("latin-1").split("\r\n")
@@ -242,7 +248,8 @@ class HttpUpstream:
         except TimeoutError as exc:
             raise UpstreamTimeout("the upstream server did not accept in time") from exc
         except (OSError, ssl.SSLError) as exc:
-            raise UpstreamError("the upstream server cannot be reached") from exc
+            raise UpstreamError(f"{self.host}:{self.port} cannot be reached: {_cause(exc)}"
+                                ) from exc
         return _Conn(reader, writer)
 
     def _release(self, conn: _Conn) -> None:
@@ -282,12 +289,13 @@ class HttpUpstream:
                     if conn.reused and not exc.partial and attempt == 1:
                         continue
                     raise UpstreamError("the upstream server closed the connection") from exc
-                raise UpstreamError("the upstream server cannot be reached") from exc
+                raise UpstreamError(f"the upstream server cannot be reached: {_cause(exc)}"
+                                    ) from exc
         try:
             status, out, length, chunked, close = _parse_head(raw)
         except (_Malformed, ValueError) as exc:
             exchange.abandon()
-            raise UpstreamError("the upstream server sent a malformed answer") from exc
+            raise UpstreamError(f"the upstream server sent a malformed answer: {exc}") from exc
         if status in _NO_BODY or method == "HEAD" or 100 <= status < 200:
             length, chunked = 0, False
         return UpstreamResponse(status, out, self._body(exchange, length, chunked, close),
@@ -336,7 +344,7 @@ class HttpUpstream:
         except (*_READ_FAILED, ValueError) as exc:
             if clock.expired or isinstance(exc, TimeoutError):
                 raise UpstreamTimeout("the upstream server stopped answering") from exc
-            raise UpstreamError("the upstream connection broke") from exc
+            raise UpstreamError(f"the upstream connection broke: {_cause(exc)}") from exc
         finally:
             exchange.settled = True
             clock.stop()

@@ -14,8 +14,9 @@ from mcp.server.streamable_http import EventCallback, EventMessage, EventStore
 from mcp.server.transport_security import TransportSecuritySettings
 
 from bastion.demo.server import build_server
-from bastion.gateway.event_ids import EventIdTagger, session_tag, untag
+from bastion.gateway.event_ids import session_tag, tag_event, untag
 from bastion.gateway.upstream_http import HttpUpstream
+from bastion.mcp.sse import SseParser, encode_event
 from tests.gateway.conftest import _gateway
 from tests.gateway.test_resource_server import INIT, LEGACY
 from tests.support import SigningIssuer, free_port, serve
@@ -110,9 +111,9 @@ async def test_ts10_event_ids_are_tagged_and_bound_to_the_session(env: Env) -> N
         assert f"id: {tag}.".encode() in replayed
 
 
-def test_tagger_handles_ids_split_across_chunks() -> None:
-    tagger = EventIdTagger(b"t")
+def test_ids_split_across_chunks_are_tagged() -> None:
+    parser = SseParser()
     stream = b"event: message\nid: 41\ndata: {}\n\nid: 42\r\ndata: {}\r\n\r\n"
-    out = b"".join(tagger.feed(stream[i:i + 3]) for i in range(0, len(stream), 3))
-    out += tagger.flush()
-    assert out == stream.replace(b"id: 41", b"id: t.41").replace(b"id: 42", b"id: t.42")
+    events = [e for i in range(0, len(stream), 3) for e in parser.feed(stream[i:i + 3])]
+    out = b"".join(encode_event(tag_event(e, b"t")) for e in events)
+    assert out == b"event: message\nid: t.41\ndata: {}\n\nid: t.42\ndata: {}\n\n"

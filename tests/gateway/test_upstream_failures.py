@@ -51,6 +51,21 @@ async def test_upstream_down_is_502_with_jsonrpc_error() -> None:
     assert "unavailable" in body["error"]["message"]
 
 
+async def test_the_cause_of_a_502_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    issuer = SigningIssuer()
+    port = free_port()
+    dead = HttpUpstream(f"http://127.0.0.1:{port}/mcp", credentials={}, connect_timeout=1,
+                        read_timeout=2)
+    async with gateway_with(dead, issuer) as base:
+        r = await tool(base, issuer, "echo")
+    assert r.status_code == 502
+    [line] = [rec.getMessage() for rec in caplog.records if "upstream unavailable" in
+              rec.getMessage()]
+    assert "mount demo" in line
+    assert f"127.0.0.1:{port}" in line
+    assert "ConnectionRefusedError" in line
+
+
 async def test_upstream_hanging_is_504_within_the_read_timeout() -> None:
     accepted: list[asyncio.StreamWriter] = []
 
@@ -162,19 +177,43 @@ async def test_a_json_answer_goes_out_whole_with_its_length() -> None:
     assert "transfer-encoding" not in r.headers
 
 
-async def test_a_large_json_answer_is_relayed_intact() -> None:
-    """Past the size the gateway gathers (64 KiB), the answer is passed on as it arrives."""
-    issuer = SigningIssuer()
+def _large_answer() -> tuple[bytes, bytes]:
     text = "x" * 300_000
     body = b'{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"%s"}]}}' % (
         text.encode())
     answer = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
               b"\r\n%s" % (len(body), body))
+    return body, answer
+
+
+async def test_a_large_json_answer_is_relayed_intact() -> None:
+    """Past the size the gateway gathers (64 KiB), an answer nothing needs to read (here a
+    2025-11-25 call's) is passed on as it arrives."""
+    issuer = SigningIssuer()
+    body, answer = _large_answer()
+    async with raw_upstream(answer) as up, gateway_with(up, issuer) as base:
+        token = issuer.mint(audience=base + "/mcp/demo", scope="demo:read")
+        async with httpx.AsyncClient(timeout=20) as c:
+            r = await c.post(base + "/mcp/demo", json={
+                "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                "params": {"name": "echo", "arguments": {}}},
+                headers={"authorization": f"Bearer {token}",
+                         "accept": "application/json, text/event-stream"})
+    assert r.status_code == 200
+    assert r.content == body
+    assert r.headers.get("transfer-encoding") == "chunked"
+
+
+async def test_a_large_2026_answer_is_read_whole_and_relayed_intact() -> None:
+    """A 2026-07-28 tools/call answer may be an InputRequiredResult, which policy decides:
+    it is read whole (up to MAX_INSPECTED_BYTES) before it goes on."""
+    issuer = SigningIssuer()
+    body, answer = _large_answer()
     async with raw_upstream(answer) as up, gateway_with(up, issuer) as base:
         r = await tool(base, issuer, "echo")
     assert r.status_code == 200
     assert r.content == body
-    assert r.headers.get("transfer-encoding") == "chunked"
+    assert r.headers["content-length"] == str(len(body))
 
 
 async def list_tools(base: str, issuer: SigningIssuer) -> httpx.Response:
@@ -203,7 +242,7 @@ async def test_a_list_answer_past_the_size_bound_is_502(
         monkeypatch: pytest.MonkeyPatch) -> None:
     from bastion.gateway import proxy
 
-    monkeypatch.setattr(proxy, "MAX_LIST_BYTES", 1000)
+    monkeypatch.setattr(proxy, "MAX_INSPECTED_BYTES", 1000)
     issuer = SigningIssuer()
     tools = [{"name": f"t{i}", "inputSchema": {"type": "object"}} for i in range(100)]
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "result": {"tools": tools}}).encode()
