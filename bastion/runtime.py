@@ -136,7 +136,12 @@ def _upstream(config: BastionConfig, m: MountConfig, source: str) -> Upstream:
     return StdioUpstream(m.name, up.command, env=env, cwd=up.cwd,
                          backoff=up.restart_backoff_seconds,
                          backoff_max=up.restart_backoff_max_seconds,
-                         timeout=config.server.request_timeout_seconds)
+                         timeout=config.server.request_timeout_seconds,
+                         isolation=up.isolation, protocol=up.protocol,
+                         max_children=up.max_children,
+                         max_children_per_principal=up.max_children_per_principal,
+                         idle_timeout=up.idle_timeout_seconds,
+                         probe_timeout=up.probe_timeout_seconds)
 
 
 def outbound_tls(config: BastionConfig, source: str) -> ssl.SSLContext | None:

@@ -123,9 +123,22 @@ class UpstreamConfig(_Strict):
     # Headers the gateway sends upstream (its own credentials), values from env or file.
     headers: dict[str, SecretRef] = Field(default_factory=dict)
     bearer: SecretRef | None = None
+    # The era the server speaks: "auto" probes a stdio server with server/discover first.
     protocol: Literal["auto", "2025-11-25", "2026-07-28"] = "auto"
     restart_backoff_seconds: float = Field(default=0.5, gt=0, le=60)
     restart_backoff_max_seconds: float = Field(default=30.0, gt=0, le=3600)
+    # stdio only. 2026-07-28 callers each get a server process of their own ("principal",
+    # the default: a server that keeps state never mixes two users'), or all share one
+    # ("shared": for servers known to keep no state). Legacy sessions always get their own.
+    isolation: Literal["principal", "shared"] = "principal"
+    # stdio only: server processes per principal and per mount; a caller at a cap is refused
+    # (429 / 503), never served by evicting someone else's process.
+    max_children_per_principal: int = Field(default=8, ge=1, le=10_000)
+    max_children: int = Field(default=64, ge=1, le=100_000)
+    # stdio only: a process with no request and no open stream for this long is closed.
+    idle_timeout_seconds: float = Field(default=600.0, gt=0, le=7 * 86400)
+    # stdio only: how long the server/discover probe waits before taking the server for legacy.
+    probe_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
 
     @model_validator(mode="after")
     def _one_kind(self) -> UpstreamConfig:
@@ -137,10 +150,19 @@ class UpstreamConfig(_Strict):
                 raise ValueError("url must be an http(s) URL with a host")
         if self.command is not None and (not self.command or not self.command[0]):
             raise ValueError("command must name a program")
+        stdio_only = sorted(self.model_fields_set & _STDIO_ONLY)
+        if self.url is not None and stdio_only:
+            raise ValueError(f"no stdio-only setting for a url upstream ({', '.join(stdio_only)})")
+        if self.max_children_per_principal > self.max_children:
+            raise ValueError("max_children_per_principal cannot exceed max_children")
         for name in self.headers:
             if name.lower() in ("host", "content-length", "transfer-encoding", "connection"):
                 raise ValueError(f"header {name} cannot be set for the upstream")
         return self
+
+
+_STDIO_ONLY = frozenset({"isolation", "max_children_per_principal", "max_children",
+                         "idle_timeout_seconds", "probe_timeout_seconds"})
 
 
 class RateLimitConfig(_Strict):

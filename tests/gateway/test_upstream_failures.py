@@ -120,10 +120,15 @@ async def test_stdio_child_that_never_answers_times_out() -> None:
     assert r.json()["error"]["code"] == -32001
 
 
-async def test_stdio_command_that_does_not_exist_is_502() -> None:
+async def test_stdio_command_gone_after_start_up_is_502(tmp_path: Path) -> None:
+    """(A command missing at start-up fails the start-up: tests/gateway/test_stdio_start.py.)"""
+    program = tmp_path / "server"
+    program.write_text(f"#!{sys.executable}\n")
+    program.chmod(0o755)
     issuer = SigningIssuer()
-    upstream = StdioUpstream("demo", ["/nonexistent/bastion-test-binary"], env={}, timeout=2)
+    upstream = StdioUpstream("demo", [str(program)], env={}, timeout=2)
     async with gateway_with(upstream, issuer) as base:
+        program.unlink()
         r = await tool(base, issuer, "echo")
     assert r.status_code == 502
     assert r.json()["error"]["message"] == "Upstream MCP server unavailable"
