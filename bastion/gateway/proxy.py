@@ -260,7 +260,12 @@ class Proxy:
             return
         try:
             async with asyncio.timeout(self.request_timeout):
-                await self._exchange(ex, receive, sent)
+                if era is Era.MODERN:
+                    # 2026-07-28: a client that goes away cancels its request (cancellation
+                    # .mdx), also while the upstream has not answered yet.
+                    await _until_disconnect(self._exchange(ex, None, sent), receive)
+                else:
+                    await self._exchange(ex, receive, sent)
         except TimeoutError:
             log.warning("mount %s: the upstream's answer to %s took longer than %g s",
                         mount.name, ex.method or scope["method"], self.request_timeout)
@@ -271,7 +276,8 @@ class Proxy:
             else:
                 await _end_with_error(send, ex, "Upstream MCP server timed out")
 
-    async def _exchange(self, ex: _Exchange, receive: Receive, send: _Sent) -> None:
+    async def _exchange(self, ex: _Exchange, receive: Receive | None, send: _Sent) -> None:
+        """``receive`` is None when the caller already watches for the client going away."""
         scope = ex.scope
         try:
             resp = await ex.upstream.request(scope["method"], ex.forward, scope.get(BODY),
@@ -293,7 +299,7 @@ class Proxy:
         finally:
             await resp.aclose()
 
-    async def _respond(self, ex: _Exchange, receive: Receive, send: _Sent,
+    async def _respond(self, ex: _Exchange, receive: Receive | None, send: _Sent,
                        resp: UpstreamResponse) -> None:
         mount = ex.mount
         status = resp.status
@@ -311,7 +317,8 @@ class Proxy:
         if ctype == "text/event-stream":
             # A stream can outlive its client: stop relaying (and release the upstream
             # connection) as soon as the client goes away.
-            await _until_disconnect(_relay_events(ex, send, resp, status, out), receive)
+            relay = _relay_events(ex, send, resp, status, out)
+            await (relay if receive is None else _until_disconnect(relay, receive))
         elif status == 200 and (ex.list_method is not None or ex.may_require_input):
             await _send_inspected(ex, send, resp, out)
         else:

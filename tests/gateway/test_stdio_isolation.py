@@ -141,3 +141,25 @@ async def test_a_request_given_up_before_any_answer_is_cancelled_on_the_child() 
     finally:
         await up.aclose()
 
+
+
+async def test_a_client_that_goes_away_before_any_answer_cancels_its_request() -> None:
+    """No progress asked for, so nothing reaches the client before the answer: the proxy still
+    notices the client leaving (2026-07-28: the end of the exchange is the cancellation)."""
+    async with gateway(upstream()) as stack, Principal(stack, "alice") as alice:
+        call = asyncio.create_task(alice.call("wait", {"marker": "A"}))
+
+        async def parked() -> bool:
+            async with Principal(stack, "alice") as again:
+                return await again.text("parked") == "1"
+
+        await eventually(parked, "the call is parked on the child")
+        call.cancel()  # the client gives up and closes its connection
+        with contextlib.suppress(asyncio.CancelledError):
+            await call
+
+        async def cancelled() -> bool:
+            async with Principal(stack, "alice") as again:
+                return await again.text("cancelled") == "A"
+
+        await eventually(cancelled, "the child was told the request is cancelled")
