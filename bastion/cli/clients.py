@@ -16,6 +16,7 @@ from typing import Any
 from bastion.config.load import load_config
 from bastion.errors import OAuthError
 from bastion.oauth.rfc7591 import check_redirect_uri
+from bastion.oauth.scopes import parse_scopes
 from bastion.storage import AlreadyExists, ClientRecord, hash_secret, open_store
 
 __all__ = ["register"]
@@ -34,7 +35,8 @@ def register(subparsers: Any) -> None:
                      help="issue a client secret (client_secret_basic); printed once")
     add.add_argument("--grant-type", action="append", dest="grant_types",
                      choices=["authorization_code", "refresh_token", "client_credentials"])
-    add.add_argument("--scope", help="space-separated scopes this client may request")
+    add.add_argument("--scope", help="space-separated scopes this client may request: the "
+                     "ceiling of a client_credentials client, which no user consents for")
     add.add_argument("--allow-custom-scheme", action="store_true")
     add.set_defaults(func=_add)
     sub.add_parser("list", help="list clients").set_defaults(func=_list)
@@ -68,6 +70,15 @@ def _add(args: argparse.Namespace) -> int:
     except OAuthError as exc:
         print(f"bastion clients add: {exc.description}", file=sys.stderr)
         return 2
+    try:
+        parse_scopes(args.scope)
+    except ValueError as exc:
+        print(f"bastion clients add: --scope: {exc}", file=sys.stderr)
+        return 2
+    if "client_credentials" in grants and not args.scope:
+        # No user consents for a machine client: its --scope is the only ceiling it has.
+        print("bastion clients add: warning: without --scope this machine client may ask for "
+              "every scope of every mount", file=sys.stderr)
     secret = secrets.token_urlsafe(32) if args.confidential else None
 
     async def action(store: Any, config: Any) -> int:

@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bastion.errors import InvalidClient
-from bastion.oauth.rfc7591 import InvalidRedirectUri, check_redirect_uri
+from bastion.oauth.rfc7591 import SELF_REGISTERED_M2M, InvalidRedirectUri, check_redirect_uri
 
 __all__ = [
     "MAX_CACHE_SECONDS",
@@ -92,6 +92,8 @@ def parse_document(
     grants = doc.get("grant_types", ["authorization_code"])
     if not isinstance(grants, list) or not all(isinstance(g, str) for g in grants):
         raise InvalidClient("grant_types must be a list of strings")
+    if "client_credentials" in grants:
+        raise InvalidClient(f"the client metadata document: {SELF_REGISTERED_M2M}")
     return doc
 
 

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from bastion.errors import OAuthError
 
 __all__ = [
+    "SELF_REGISTERED_M2M",
     "ClientMetadata",
     "InvalidClientMetadata",
     "InvalidRedirectUri",
@@ -24,7 +25,13 @@ __all__ = [
 ]
 
 AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post")
-GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
+# No client_credentials: a token without a user must be one an operator chose to allow.
+GRANT_TYPES = ("authorization_code", "refresh_token")
+SELF_REGISTERED_M2M = (
+    "client_credentials is not available to a self-registered client: a machine-to-machine "
+    "client is created by the operator ([[authorization_server.clients]] or "
+    "`bastion clients add`)"
+)
 MAX_REDIRECT_URIS = 16
 MAX_URI_LENGTH = 2048
 MAX_NAME_LENGTH = 200
@@ -152,11 +159,11 @@ def parse_client_metadata(
             f"token_endpoint_auth_method must be one of {', '.join(AUTH_METHODS)}"
         )
     grants = _str_list(body, "grant_types") or ("authorization_code",)
+    if "client_credentials" in grants:
+        raise InvalidClientMetadata(SELF_REGISTERED_M2M)
     bad = [g for g in grants if g not in GRANT_TYPES]
     if bad:
         raise InvalidClientMetadata(f"unsupported grant_types: {', '.join(bad)}")
-    if "client_credentials" in grants and method == "none":
-        raise InvalidClientMetadata("client_credentials needs an authenticated client")
     responses = _str_list(body, "response_types") or ("code",)
     if any(r != "code" for r in responses):
         raise InvalidClientMetadata("response_types must be [\"code\"]")

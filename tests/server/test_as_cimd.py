@@ -231,3 +231,16 @@ async def test_as12_real_fetcher_refuses_slow_redirecting_oversize_documents(
         with pytest.raises(InvalidClient):
             await resolver.resolve(base + path)
         assert _time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize("grants", [["client_credentials"],
+                                    ["authorization_code", "client_credentials"]])
+async def test_cimd_document_asking_for_client_credentials_is_refused(
+    h: Harness, grants: list[str]
+) -> None:
+    """A self-described client gets no token without a user: a document that asks for
+    client_credentials is refused with a reason, not quietly trimmed."""
+    serve(h, doc(grant_types=grants))
+    r = await _authorize(h)
+    assert r.status_code == 400 and "location" not in r.headers
+    assert "invalid_client" in r.text and "client_credentials" in r.text

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.server.conftest import Harness, make_harness
+from bastion.storage import ClientRecord, hash_secret
+from tests.server.conftest import RESOURCE, Harness, make_harness
 
 
 async def _register(h: Harness, body: dict[str, Any], **headers: str) -> Any:
@@ -46,14 +47,48 @@ async def test_dcr_client_is_shown_as_unverified(h: Harness) -> None:
 async def test_dcr_confidential_client_gets_a_secret_that_works(h: Harness) -> None:
     body = (await _register(h, {"redirect_uris": ["https://app.example/cb"],
                                 "token_endpoint_auth_method": "client_secret_post",
-                                "grant_types": ["client_credentials"],
                                 "application_type": "web"})).json()
-    assert body["client_secret"]
-    r = await h.http.post("/token", data={"grant_type": "client_credentials",
-                                          "client_id": body["client_id"],
-                                          "client_secret": body["client_secret"],
-                                          "resource": "https://as.test/mcp"})
+    assert body["client_secret"] and body["grant_types"] == ["authorization_code"]
+    code, verifier, _ = await h.get_code(client_id=body["client_id"],
+                                         redirect_uri="https://app.example/cb")
+    r = await h.exchange(code, verifier, client_id=body["client_id"],
+                         redirect_uri="https://app.example/cb",
+                         client_secret=body["client_secret"])
     assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("method", ["client_secret_post", "client_secret_basic", "none"])
+@pytest.mark.parametrize("grants", [["client_credentials"],
+                                    ["authorization_code", "client_credentials"],
+                                    ["client_credentials", "refresh_token"]])
+async def test_as15_dcr_refuses_client_credentials(h: Harness, method: str,
+                                                   grants: list[str]) -> None:
+    """Anyone may register; a token with no user and no consent is for clients an operator
+    made. Registering for client_credentials used to succeed, and the client then got every
+    scope of every mount without anyone's consent."""
+    r = await _register(h, {"redirect_uris": ["https://app.example/cb"],
+                            "token_endpoint_auth_method": method, "grant_types": grants,
+                            "application_type": "web"})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "invalid_client_metadata"
+    assert "bastion clients add" in r.json()["error_description"]
+    assert await h.store.list_clients() == []
+
+
+async def test_stored_self_registered_client_gets_no_client_credentials(h: Harness) -> None:
+    """A registration made before the rule still holds client_credentials in the store: the
+    token endpoint refuses it for any client an operator did not create."""
+    secret = "an-old-dcr-secret-0123456789abcdef"
+    await h.store.put_client(ClientRecord(
+        client_id="dcr-old", client_name="Old", redirect_uris=("https://app.example/cb",),
+        token_endpoint_auth_method="client_secret_post",
+        grant_types=("client_credentials",), response_types=("code",), scope=None,
+        application_type="web", source="dcr", created_at=h.clock.now(),
+        secret_hash=hash_secret(secret)))
+    r = await h.http.post("/token", data={
+        "grant_type": "client_credentials", "client_id": "dcr-old", "client_secret": secret,
+        "resource": RESOURCE, "scope": "mcp:read mcp:write"})
+    assert r.status_code == 400 and r.json()["error"] == "unauthorized_client", r.text
 
 
 @pytest.mark.parametrize(

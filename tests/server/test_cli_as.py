@@ -18,6 +18,8 @@ from bastion.cli import users as users_cli
 from bastion.passwords import verify_password
 from bastion.storage import hash_secret, open_store
 from tests.audit.backends import stored
+from tests.server.conftest import RESOURCE, Harness
+from tests.server.test_as_token import basic
 
 
 def run(argv: list[str]) -> int:
@@ -118,3 +120,27 @@ def test_keys_rotate_is_recorded_first(config: str, tmp_path: Path,
         run(["keys", "--config", config, "rotate"])
     assert run(["keys", "--config", config, "list"]) == 0
     assert capsys.readouterr().out == before
+
+
+async def test_cli_machine_client_gets_client_credentials_within_its_scope(
+    h: Harness, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """How an operator makes a machine-to-machine client: `bastion clients add` with
+    client_credentials and a --scope ceiling; the AS holds it to that ceiling."""
+    cfg = tmp_path / "cli.toml"
+    cfg.write_text(f'data_dir = "{tmp_path}"\n[audit]\nenabled = false\n')
+    argv = ["clients", "--config", str(cfg), "add", "robot", "--confidential",
+            "--grant-type", "client_credentials", "--scope", "mcp:read"]
+    assert await asyncio.to_thread(run, argv) == 0
+    secret = capsys.readouterr().out.split("client_secret: ")[1].split()[0]
+    form = {"grant_type": "client_credentials", "resource": RESOURCE}
+    auth = basic("robot", secret)
+    r = await h.http.post("/token", data={**form, "scope": "mcp:read"}, headers=auth)
+    assert r.status_code == 200 and r.json()["scope"] == "mcp:read", r.text
+    r = await h.http.post("/token", data={**form, "scope": "mcp:read mcp:write"}, headers=auth)
+    assert r.status_code == 400 and r.json()["error"] == "invalid_scope", r.text
+
+
+def test_cli_clients_add_refuses_a_malformed_scope(config: str) -> None:
+    assert run(["clients", "--config", config, "add", "robot", "--confidential",
+                "--grant-type", "client_credentials", "--scope", 'a"b']) == 2
