@@ -82,8 +82,15 @@ def _path(server: AuthorizationServer, name: str) -> str:
     return issuer_path(server.issuer) + "/" + name
 
 
+def _host(uri: str) -> str | None:
+    try:
+        return urlsplit(uri).hostname
+    except ValueError:  # a stored URI that no longer parses is simply not loopback
+        return None
+
+
 def _localhost_only(client: ClientRecord) -> bool:
-    hosts = [urlsplit(u).hostname for u in client.redirect_uris]
+    hosts = [_host(u) for u in client.redirect_uris]
     return bool(hosts) and all(is_loopback_host(h) for h in hosts)
 
 
