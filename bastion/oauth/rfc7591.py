@@ -125,11 +125,20 @@ def check_redirect_uri(
 
 
 def check_metadata_uri(name: str, uri: str, *, allow_http_loopback: bool = False) -> None:
-    """A URI the client describes itself with (``client_uri``): parseable, no control
-    characters or spaces. Raises ``InvalidClientMetadata``."""
+    """A URI the client describes itself with (``client_uri``): https with a host, or http on
+    a loopback host when ``allow_http_loopback``; never javascript:, data: and the like.
+    Raises ``InvalidClientMetadata``."""
     if len(uri) > MAX_URI_LENGTH:
         raise InvalidClientMetadata(f"{name} is longer than {MAX_URI_LENGTH} characters")
-    _split(uri, InvalidClientMetadata)
+    parts = _split(uri, InvalidClientMetadata)
+    scheme = parts.scheme.lower()
+    loopback_http = scheme == "http" and allow_http_loopback and is_loopback_host(parts.hostname)
+    if scheme != "https" and not loopback_http:
+        raise InvalidClientMetadata(f"{name} must be an https URL")
+    if not parts.hostname:
+        raise InvalidClientMetadata(f"{name} has no host")
+    if parts.username is not None or parts.password is not None:
+        raise InvalidClientMetadata(f"{name} must not carry user information")
 
 
 @dataclass(frozen=True, slots=True)

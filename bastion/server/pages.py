@@ -4,6 +4,8 @@ Every HTML response of the authorization server is built by ``page`` and carries
 in ``PAGE_HEADERS`` (BP-03). Every value shown passes through ``text``, so nothing stored
 (a client's name, a redirect URI registered before today's checks) can break the markup or the
 response: control characters and lone surrogates are shown as U+FFFD, everything is escaped.
+A host name outside ASCII is shown with its IDNA (punycode) form beside it, the name the
+browser will actually go to.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ __all__ = [
     "ascii_host",
     "consent_page",
     "error_page",
+    "host_html",
     "login_page",
     "page",
     "text",
@@ -66,12 +69,23 @@ def ascii_host(host: str) -> str | None:
         return None
 
 
+def host_html(host: str) -> str:
+    """A host for the page: as it was given, and beside it the ASCII name it really is."""
+    ascii_form = ascii_host(host)
+    if ascii_form == host:
+        return f"<code>{text(host)}</code>"
+    shown = f"<code>{text(ascii_form)}</code>" if ascii_form else "no valid ASCII form"
+    return (f"<code>{text(host)}</code> <span class=\"warn-inline\">(international name; "
+            f"its real name is {shown})</span>")
+
+
 _STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem;"
     "color:#1b1b1b}h1{font-size:1.4rem}.warn{background:#fff3cd;border:1px solid #e0b400;"
     "padding:.6rem;border-radius:4px}.err{color:#a00}dt{font-weight:600;margin-top:.6rem}"
     "label{display:block;margin-top:.8rem}input[type=text],input[type=password]{width:100%;"
     "padding:.4rem}button{margin-top:1rem;padding:.5rem 1rem;margin-right:.5rem}"
+    ".warn-inline{color:#7a5a00}"
 )
 
 
@@ -188,7 +202,7 @@ def consent_page(
         "<li>(no specific permissions)</li>"
     )
     identity = (
-        f"<dt>Application identifier host</dt><dd><code>{text(host_of(client_id))}</code></dd>"
+        f"<dt>Application identifier host</dt><dd>{host_html(host_of(client_id))}</dd>"
         if client_id.startswith("https://")
         else f"<dt>Application ID</dt><dd><code>{text(client_id)}</code></dd>"
     )
@@ -196,7 +210,7 @@ def consent_page(
         f"<h1>Allow {text(client_name)}?</h1>"
         f"<p>Signed in as <strong>{text(username)}</strong>.</p>{warnings}<dl>"
         f"<dt>Application</dt><dd>{text(client_name)}</dd>{identity}"
-        f"<dt>You will be sent back to</dt><dd><code>{text(host_of(redirect_uri))}</code>"
+        f"<dt>You will be sent back to</dt><dd>{host_html(host_of(redirect_uri))}"
         f" ({text(redirect_uri)})</dd>"
         f"<dt>Access to</dt><dd>{text(resource_name)} <code>{text(resource)}</code></dd>"
         f"<dt>Permissions</dt><dd><ul>{scope_items}</ul></dd></dl>"

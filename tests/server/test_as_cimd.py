@@ -244,3 +244,18 @@ async def test_cimd_document_asking_for_client_credentials_is_refused(
     r = await _authorize(h)
     assert r.status_code == 400 and "location" not in r.headers
     assert "invalid_client" in r.text and "client_credentials" in r.text
+
+
+@pytest.mark.parametrize("client_uri", ["javascript:alert(1)", "data:text/html,x",
+                                        "http://app.example/", 42])
+async def test_cimd_client_uri_must_be_https(h: Harness, client_uri: object) -> None:
+    serve(h, doc(client_uri=client_uri))
+    r = await _authorize(h)
+    assert r.status_code == 400 and "invalid_client" in r.text and "client_uri" in r.text
+
+
+async def test_cimd_https_client_uri_is_kept(h: Harness) -> None:
+    serve(h, doc(client_uri="https://app.example/"))
+    assert (await _authorize(h)).status_code == 303
+    client = await h.server.clients.get(CID)
+    assert client.client_uri == "https://app.example/"

@@ -159,3 +159,47 @@ async def test_unused_registrations_expire(h: Harness) -> None:
                                    redirect_uri="http://localhost:1/cb")
     r = await h.http.get("/authorize", params=params)
     assert r.status_code == 400 and "invalid_client" in r.text
+
+
+@pytest.mark.parametrize("client_uri", [
+    "javascript:alert(1)",
+    "JavaScript:alert(1)",
+    "data:text/html,<script>alert(1)</script>",
+    "vbscript:msgbox",
+    "file:///etc/passwd",
+    "http://app.example/",          # http only on loopback, and only where allowed
+    "http://127.0.0.1:8000/",       # not allowed by default (allow_http_loopback)
+    "//app.example/",
+    "https:///no-host",
+    "https://user:pw@app.example/",
+])
+async def test_dcr_client_uri_must_be_https(h: Harness, client_uri: str) -> None:
+    r = await _register(h, {"redirect_uris": ["https://app.example/cb"],
+                            "token_endpoint_auth_method": "none", "client_uri": client_uri})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "invalid_client_metadata"
+    assert await h.store.list_clients() == []
+
+
+async def test_dcr_https_client_uri_is_kept(h: Harness) -> None:
+    r = await _register(h, {"redirect_uris": ["https://app.example/cb"],
+                            "token_endpoint_auth_method": "none",
+                            "client_uri": "https://app.example/about"})
+    assert r.status_code == 201 and r.json()["client_uri"] == "https://app.example/about"
+
+
+@pytest.fixture
+async def h_loopback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Harness]:
+    async for harness in make_harness(tmp_path, monkeypatch, allow_http_loopback=True):
+        yield harness
+
+
+async def test_dcr_loopback_http_client_uri_only_where_allowed(h_loopback: Harness) -> None:
+    r = await _register(h_loopback, {"redirect_uris": ["http://127.0.0.1:8000/cb"],
+                                     "token_endpoint_auth_method": "none",
+                                     "client_uri": "http://127.0.0.1:8000/"})
+    assert r.status_code == 201, r.text
+    r = await _register(h_loopback, {"redirect_uris": ["http://127.0.0.1:8000/cb"],
+                                     "token_endpoint_auth_method": "none",
+                                     "client_uri": "http://app.example/"})
+    assert r.json()["error"] == "invalid_client_metadata"
