@@ -96,9 +96,12 @@ class RegistrationEndpoint:
                 allow_http_loopback=settings.allow_http_loopback,
             )
             now = self.server.clock.now()
-            await self.server.store.delete_unused_clients(
+            expired = await self.server.store.delete_unused_clients(
                 "dcr", now - settings.dcr_unused_expiry_seconds
             )
+            if expired:
+                await audit_record(self.server, "client.deleted", required=False, via="dcr",
+                                   reason="registered but never used", count=expired)
             client_id = "dcr-" + secrets.token_urlsafe(18)
             public = meta.token_endpoint_auth_method == "none"  # noqa: S105
             secret = None if public else new_secret()
