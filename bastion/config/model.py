@@ -257,6 +257,9 @@ class AuthorizationServerConfig(_Strict):
     dcr_unused_expiry_seconds: int = Field(default=86400, ge=60)
     # Development only: let clients use plain-http loopback URLs (CIMD documents, JWKS).
     allow_http_loopback: bool = False
+    # How often expired codes, pending requests, sessions and token rows are deleted (also
+    # once at start-up). Nothing expired is ever used meanwhile; this only bounds the data.
+    purge_interval_seconds: int = Field(default=600, ge=10, le=86400)
 
 
 class AuditConfig(_Strict):
