@@ -19,7 +19,7 @@ from bastion.cli.recording import Change, NotRecorded, record_first, refused
 from bastion.config.load import load_config
 from bastion.config.model import BastionConfig
 from bastion.errors import OAuthError
-from bastion.oauth.rfc7591 import check_redirect_uri
+from bastion.oauth.rfc7591 import check_redirect_uri, check_text
 from bastion.oauth.scopes import parse_scopes
 from bastion.storage import AlreadyExists, ClientRecord, Store, hash_secret, open_store
 
@@ -70,6 +70,9 @@ def _add(args: argparse.Namespace) -> int:
         print("bastion clients add: give at least one --redirect-uri", file=sys.stderr)
         return 2
     try:
+        check_text("client_id", args.client_id)
+        if args.name is not None:
+            check_text("--name", args.name)
         for uri in args.redirect_uris:
             check_redirect_uri(uri, application_type=None,
                                allow_custom_schemes=args.allow_custom_scheme)

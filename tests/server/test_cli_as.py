@@ -247,3 +247,30 @@ def test_a_change_the_audit_trail_cannot_record_is_not_made(
     assert run([argv[0], "--config", config, *argv[1:]]) == 1
     assert "nothing was changed" in capsys.readouterr().err
     assert asyncio.run(state()) == before
+
+
+@pytest.mark.parametrize("argv", [
+    ["add", "bad\x01id", "--redirect-uri", "http://localhost:1/cb"],
+    ["add", "robot", "--name", "Robot\x1b[2J", "--redirect-uri", "http://localhost:1/cb"],
+    ["add", "robot", "--redirect-uri", "http://local\x00host:1/cb"],
+])
+def test_cli_clients_add_refuses_control_characters(config: str, argv: list[str]) -> None:
+    assert run(["clients", "--config", config, *argv]) == 2
+
+
+@pytest.mark.parametrize("client", [
+    {"client_name": "Demo\x00App"},
+    {"client_name": "\u202eppA omeD"},
+    {"redirect_uris": ["https://app.example/c\x85b"]},
+    {"scope": "mcp:read\x01"},
+])
+def test_config_client_with_control_characters_is_a_configuration_error(
+    client: dict[str, object]
+) -> None:
+    from bastion.config.load import parse_config
+    from bastion.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"authorization_server\.clients"):
+        parse_config({"authorization_server": {"clients": [
+            {"client_id": "demo", "redirect_uris": ["http://localhost:1/cb"], **client}]}},
+            source="test")
