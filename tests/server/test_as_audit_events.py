@@ -5,6 +5,9 @@ field) reaches the trail."""
 
 from __future__ import annotations
 
+import asyncio
+import io
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +24,7 @@ from tests.server.conftest import (
     pkce_pair,
     query_of,
 )
+from tests.server.test_cli_as import run
 
 
 async def records(live: Live, kind: str) -> list[dict[str, Any]]:
@@ -157,3 +161,22 @@ async def test_unused_registrations_that_expire_are_recorded(live: Live) -> None
     assert (await live.request("POST", "/register", json=body)).status_code == 201
     [event] = await records(live, "client.deleted")
     assert event["extra"] == {"via": "dcr", "reason": "registered but never used", "count": 1}
+
+
+async def test_a_command_records_into_the_trail_of_a_running_server(
+    live: Live, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`bastion users add` while the server serves: both append to the same trail, and the
+    server goes on recording (its next sign-in is not refused for a moved chain head)."""
+    location, _ = await to_login(live)
+    assert (await sign_in(live, location, "alice", PASSWORD)).status_code == 303
+    cfg = tmp_path / "cli.toml"
+    cfg.write_text(f'data_dir = "{live.runtime.config.data_dir}"\n')
+    monkeypatch.setattr("sys.stdin", io.StringIO("pw-123456\n"))
+    argv = ["users", "--config", str(cfg), "add", "bob", "--password-stdin"]
+    assert await asyncio.to_thread(run, argv) == 0
+    live.cookies.clear()
+    location, _ = await to_login(live)
+    assert (await sign_in(live, location, "bob", "pw-123456")).status_code == 303
+    assert len(await records(live, "login.succeeded")) == 2
+    assert len(await records(live, "user.created")) == 1
