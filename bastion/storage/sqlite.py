@@ -212,13 +212,16 @@ class SqliteStore:
         return store
 
     def _open_sync(self) -> None:
-        if not self.path.parent.is_dir():
-            private_dir(self.path.parent)
-        # SQLite gives its -wal and -shm files the database file's mode: creating the
-        # database 0600 first makes all three private (it would follow the umask, 0644).
-        create_private_file(self.path)
-        for suffix in _SIDE_FILES:
-            private_file(self.path.with_name(self.path.name + suffix))
+        try:
+            if not self.path.parent.is_dir():
+                private_dir(self.path.parent)
+            # SQLite gives its -wal and -shm files the database file's mode: creating the
+            # database 0600 first makes all three private (it would follow the umask, 0644).
+            create_private_file(self.path)
+            for suffix in _SIDE_FILES:
+                private_file(self.path.with_name(self.path.name + suffix))
+        except OSError as exc:
+            raise StoreError(f"cannot create the database {self.path}: {exc}") from exc
         conn = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, timeout=30.0
         )
