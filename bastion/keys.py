@@ -1,8 +1,8 @@
 """Asymmetric signing keys of the built-in authorization server.
 
-Keys live in ``<data_dir>/keys/`` as one JSON file per key (``<kid>.json``, mode 0600, the
-private JWK plus its life-cycle times). The ``kid`` is the RFC 7638 thumbprint, so it is stable
-and derivable from the public key alone.
+Keys live in ``<data_dir>/keys/`` (mode 0700, in a data folder of mode 0700) as one JSON file
+per key (``<kid>.json``, mode 0600, the private JWK plus its life-cycle times). The ``kid`` is
+the RFC 7638 thumbprint, so it is stable and derivable from the public key alone.
 
 Rotation keeps the previous key *published* (in the JWKS and the in-process key set) until every
 token it signed has expired: ``rotate()`` stamps the old key with ``retire_after = now +
@@ -22,14 +22,15 @@ from typing import Any, Literal
 
 from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
 
+from bastion.private_files import PRIVATE_FILE_MODE, private_dir, private_file
+
 __all__ = ["SIGNING_ALGORITHMS", "SigningKey", "SigningKeys"]
 
 SigningAlgorithm = Literal["ES256", "RS256", "EdDSA"]
 SIGNING_ALGORITHMS: tuple[SigningAlgorithm, ...] = ("ES256", "RS256", "EdDSA")
 AsymmetricKey = ECKey | RSAKey | OKPKey
 
-_KEY_FILE_MODE = 0o600
-_DIR_MODE = 0o700
+_KEY_FILE_MODE = PRIVATE_FILE_MODE
 
 
 def _generate(algorithm: str) -> AsymmetricKey:
@@ -108,6 +109,7 @@ class SigningKeys:
         now: Callable[[], float] = time.time,
     ) -> SigningKeys:
         """Load ``<data_dir>/keys/``; create the first key (or one of a new algorithm) if needed."""
+        private_dir(data_dir)
         ring = cls(data_dir / "keys", algorithm=algorithm, now=now)
         ring.reload()
         if not any(k.retire_after is None and k.algorithm == algorithm for k in ring._keys):
@@ -120,7 +122,9 @@ class SigningKeys:
         """Re-read the key folder (another process may have rotated)."""
         keys: list[SigningKey] = []
         if self.directory.is_dir():
+            private_dir(self.directory)
             for path in sorted(self.directory.glob("*.json")):
+                private_file(path)  # written 0600; copied in by hand, perhaps not
                 data = json.loads(path.read_text("utf-8"))
                 key = _import(data["jwk"])
                 kid = key.thumbprint()
@@ -171,8 +175,7 @@ class SigningKeys:
         that every token signed by an old key expires before that key disappears.
         """
         now = self._now()
-        self.directory.mkdir(parents=True, exist_ok=True, mode=_DIR_MODE)
-        os.chmod(self.directory, _DIR_MODE)
+        private_dir(self.directory)
         new_key = _generate(self.algorithm)
         fresh = SigningKey(
             kid=new_key.thumbprint(), algorithm=self.algorithm, key=new_key, created_at=now

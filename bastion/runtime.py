@@ -225,8 +225,13 @@ async def build_runtime(
             keys=StaticKeySource(load_keys), require_at_jwt_typ=True)
         revoked = RevocationCache(store.is_access_token_revoked, clock)
         revocation_check = revoked.check
-        shutdown.extend([store.close, cimd_http.aclose])
-        extras.update(store=store, keys=keys)
+        from bastion.server.purge import ExpiredStatePurge
+
+        purge = ExpiredStatePurge(store, clock,
+                                  config.authorization_server.purge_interval_seconds)
+        startup.append(purge.start)
+        shutdown.extend([purge.stop, store.close, cimd_http.aclose])  # purge stops first
+        extras.update(store=store, keys=keys, purge=purge)
     for t in config.trusted_issuers:
         fetcher = SafeFetcher(FetchPolicy(allow_http_loopback=t.allow_http_loopback),
                               ssl_context=tls)

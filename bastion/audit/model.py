@@ -43,10 +43,16 @@ EventKind = Literal[
     "token.refreshed",
     "token.revoked",
     "token.exchanged",
+    "token.reuse_detected",   # a used refresh token or code presented again; extra.what
+    "login.succeeded",
+    "login.failed",           # extra.username only for an existing account, else a keyed digest
     "consent.granted",
+    "consent.denied",
     "consent.withdrawn",
     "client.registered",      # extra.via: "dcr" | "cimd" | "cli" | "config"
     "client.deleted",
+    "user.created",
+    "user.deleted",
     "keys.rotated",
     # operations
     "config.reloaded",

@@ -1,6 +1,8 @@
 """``bastion clients add|list|remove``: operator-registered clients of the built-in AS.
 
 Clients written in the configuration file are listed too, but are changed in the file.
+Every change is recorded in the audit trail before it is made (``client.registered`` with
+``via: cli``, ``client.deleted``); when it cannot be, nothing changes.
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bastion.cli.recording import Change, NotRecorded, record_first, refused
 from bastion.config.load import load_config
+from bastion.config.model import BastionConfig
 from bastion.errors import OAuthError
-from bastion.oauth.rfc7591 import check_redirect_uri
-from bastion.storage import AlreadyExists, ClientRecord, hash_secret, open_store
+from bastion.oauth.rfc7591 import check_redirect_uri, check_text
+from bastion.oauth.scopes import parse_scopes
+from bastion.storage import AlreadyExists, ClientRecord, Store, hash_secret, open_store
 
 __all__ = ["register"]
 
@@ -34,7 +39,8 @@ def register(subparsers: Any) -> None:
                      help="issue a client secret (client_secret_basic); printed once")
     add.add_argument("--grant-type", action="append", dest="grant_types",
                      choices=["authorization_code", "refresh_token", "client_credentials"])
-    add.add_argument("--scope", help="space-separated scopes this client may request")
+    add.add_argument("--scope", help="space-separated scopes this client may request: the "
+                     "ceiling of a client_credentials client, which no user consents for")
     add.add_argument("--allow-custom-scheme", action="store_true")
     add.set_defaults(func=_add)
     sub.add_parser("list", help="list clients").set_defaults(func=_list)
@@ -48,6 +54,8 @@ async def _with_store(args: argparse.Namespace, action: Any) -> int:
     store = await open_store(config.storage_url, config.data_dir)
     try:
         result: int = await action(store, config)
+    except NotRecorded as exc:
+        return refused(f"bastion clients {args.action}", exc)
     finally:
         await store.close()
     return result
@@ -62,18 +70,33 @@ def _add(args: argparse.Namespace) -> int:
         print("bastion clients add: give at least one --redirect-uri", file=sys.stderr)
         return 2
     try:
+        check_text("client_id", args.client_id)
+        if args.name is not None:
+            check_text("--name", args.name)
         for uri in args.redirect_uris:
             check_redirect_uri(uri, application_type=None,
                                allow_custom_schemes=args.allow_custom_scheme)
     except OAuthError as exc:
         print(f"bastion clients add: {exc.description}", file=sys.stderr)
         return 2
+    try:
+        parse_scopes(args.scope)
+    except ValueError as exc:
+        print(f"bastion clients add: --scope: {exc}", file=sys.stderr)
+        return 2
+    if "client_credentials" in grants and not args.scope:
+        # No user consents for a machine client: its --scope is the only ceiling it has.
+        print("bastion clients add: warning: without --scope this machine client may ask for "
+              "every scope of every mount", file=sys.stderr)
     secret = secrets.token_urlsafe(32) if args.confidential else None
 
-    async def action(store: Any, config: Any) -> int:
+    async def action(store: Store, config: BastionConfig) -> int:
         if any(c.client_id == args.client_id for c in config.authorization_server.clients):
             print(f"bastion clients add: {args.client_id!r} is in the configuration file",
                   file=sys.stderr)
+            return 1
+        if await store.get_client(args.client_id) is not None:
+            print(f"bastion clients add: {args.client_id!r} already exists", file=sys.stderr)
             return 1
         record = ClientRecord(
             client_id=args.client_id, client_name=args.name,
@@ -83,6 +106,12 @@ def _add(args: argparse.Namespace) -> int:
             application_type=None, source="cli", created_at=time.time(),
             secret_hash=hash_secret(secret) if secret else None,
         )
+        await record_first(config, Change(
+            "client.registered", client_id=record.client_id,
+            extra={"via": "cli", "client_name": record.client_name,
+                   "redirect_uris": list(record.redirect_uris),
+                   "grant_types": list(record.grant_types), "scope": record.scope,
+                   "token_endpoint_auth_method": record.token_endpoint_auth_method}))
         try:
             await store.put_client(record)
         except AlreadyExists:
@@ -97,7 +126,7 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    async def action(store: Any, config: Any) -> int:
+    async def action(store: Store, config: BastionConfig) -> int:
         for c in config.authorization_server.clients:
             print(f"{c.client_id}\tconfig\t{c.client_name or ''}\t{' '.join(c.redirect_uris)}")
         for r in await store.list_clients():
@@ -108,7 +137,16 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _remove(args: argparse.Namespace) -> int:
-    async def action(store: Any, config: Any) -> int:
+    async def action(store: Store, config: BastionConfig) -> int:
+        client = await store.get_client(args.client_id)
+        if client is None:
+            print(f"bastion clients remove: no stored client {args.client_id!r}",
+                  file=sys.stderr)
+            return 1
+        # Removing a client also drops the consents given to it.
+        await record_first(config, Change(
+            "client.deleted", client_id=client.client_id,
+            extra={"via": client.source, "by": "bastion clients remove"}))
         if not await store.delete_client(args.client_id):
             print(f"bastion clients remove: no stored client {args.client_id!r}",
                   file=sys.stderr)

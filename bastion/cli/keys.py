@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bastion.cli.recording import Change, NotRecorded, record_first, refused
 from bastion.config.load import load_config
 from bastion.config.model import BastionConfig
 from bastion.keys import SigningKeys
@@ -38,28 +39,19 @@ def _ring(config: BastionConfig) -> tuple[SigningKeys, int]:
 def _rotate(args: argparse.Namespace) -> int:
     config = load_config(Path(args.config))
     keys, default_overlap = _ring(config)
-    if config.audit.enabled:
+    try:
         # Recorded first: a rotation that cannot be recorded does not happen.
-        asyncio.run(_record_rotation(config, keys.current.kid))
+        asyncio.run(record_first(config, Change(
+            "keys.rotated", extra={"previous_kid": keys.current.kid,
+                                   "by": "bastion keys rotate"})))
+    except NotRecorded as exc:
+        return refused("bastion keys rotate", exc)
     retired = keys.retire_expired(time.time())
     new = keys.rotate(overlap_seconds=args.overlap or default_overlap)
     for kid in retired:
         print(f"retired {kid}")
     print(f"current {new.kid} ({new.algorithm})")
     return 0
-
-
-async def _record_rotation(config: BastionConfig, previous: str) -> None:
-    from bastion.audit import AuditEvent, open_audit_log
-
-    log = await open_audit_log(config.data_dir, storage_url=config.storage_url,
-                               writer=config.audit.writer, mode=config.audit.mode,
-                               announce=False)
-    try:
-        await log.append(AuditEvent("keys.rotated", extra={"previous_kid": previous,
-                                                           "by": "bastion keys rotate"}))
-    finally:
-        await log.close()
 
 
 def _list(args: argparse.Namespace) -> int:

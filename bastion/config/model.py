@@ -5,13 +5,17 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from bastion.errors import OAuthError
+from bastion.oauth.rfc7591 import check_text
 from bastion.oauth.rfc8707 import canonical_resource
+from bastion.oauth.scopes import parse_scopes
 
 __all__ = [
     "AuditConfig",
@@ -230,6 +234,13 @@ class TrustedIssuerConfig(_Strict):
         return v
 
 
+def _as_value_error(check: Callable[..., None], *args: Any, **kwargs: Any) -> None:
+    try:
+        check(*args, **kwargs)
+    except OAuthError as exc:
+        raise ValueError(exc.description) from None
+
+
 class ClientConfig(_Strict):
     """A pre-registered client of the built-in authorization server."""
 
@@ -244,7 +255,29 @@ class ClientConfig(_Strict):
     # The client's public keys inline (private_key_jwt), instead of jwks_uri.
     jwks: dict[str, Any] | None = None
     grant_types: tuple[str, ...] = ("authorization_code", "refresh_token")
+    # The most a client may be given; for a client_credentials client, which no user
+    # consents for, its only ceiling.
     scope: str | None = None
+
+    @field_validator("client_name")
+    @classmethod
+    def _printable_name(cls, v: str | None) -> str | None:
+        if v is not None:
+            _as_value_error(check_text, "client_name", v)
+        return v
+
+    @field_validator("redirect_uris")
+    @classmethod
+    def _printable_redirect_uris(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for uri in v:
+            _as_value_error(check_text, "a redirect URI", uri)
+        return v
+
+    @field_validator("scope")
+    @classmethod
+    def _scope_syntax(cls, v: str | None) -> str | None:
+        parse_scopes(v)  # its ValueError names the bad scope
+        return v
 
     @model_validator(mode="after")
     def _keys_for_private_key_jwt(self) -> ClientConfig:
@@ -279,6 +312,9 @@ class AuthorizationServerConfig(_Strict):
     dcr_unused_expiry_seconds: int = Field(default=86400, ge=60)
     # Development only: let clients use plain-http loopback URLs (CIMD documents, JWKS).
     allow_http_loopback: bool = False
+    # How often expired codes, pending requests, sessions and token rows are deleted (also
+    # once at start-up). Nothing expired is ever used meanwhile; this only bounds the data.
+    purge_interval_seconds: int = Field(default=600, ge=10, le=86400)
 
 
 class AuditConfig(_Strict):

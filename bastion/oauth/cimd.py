@@ -6,14 +6,21 @@ cached. The fetch itself goes through the SSRF-safe fetcher (invariant 5), in ``
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from bastion.errors import InvalidClient
-from bastion.oauth.rfc7591 import InvalidRedirectUri, check_redirect_uri
+from bastion import jsonlimits
+from bastion.errors import InvalidClient, OAuthError
+from bastion.oauth.rfc7591 import (
+    SELF_REGISTERED_M2M,
+    InvalidClientMetadata,
+    check_metadata_uri,
+    check_redirect_uri,
+    check_text,
+)
+from bastion.oauth.scopes import parse_scopes
 
 __all__ = [
     "MAX_CACHE_SECONDS",
@@ -59,15 +66,19 @@ def host_allowed(client_id: str, *, allowed: Sequence[str], denied: Sequence[str
 
 
 def parse_document(
-    client_id: str, body: bytes, *, allow_custom_schemes: bool = False
+    client_id: str, body: bytes, *, allow_custom_schemes: bool = False,
+    allow_http_loopback: bool = False,
 ) -> dict[str, Any]:
-    """The document at ``client_id``, checked (AS-08, AS-09, AS-19); ``InvalidClient`` if not."""
+    """The document at ``client_id``, checked (AS-08, AS-09, AS-19); ``InvalidClient`` if not.
+
+    Parsed with a nesting limit; every string Bastion keeps from it (name, URIs, scope) is
+    checked as a registration's would be."""
     if len(body) > MAX_DOCUMENT_BYTES:
         raise InvalidClient("the client metadata document is too large")
     try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidClient("the client metadata document is not JSON") from exc
+        doc = jsonlimits.loads(body)
+    except jsonlimits.InvalidJson as exc:
+        raise InvalidClient(f"the client metadata document is not acceptable JSON: {exc}") from exc
     if not isinstance(doc, dict):
         raise InvalidClient("the client metadata document is not a JSON object")
     if doc.get("client_id") != client_id:
@@ -82,16 +93,32 @@ def parse_document(
     if method != "none":
         # A shared secret cannot be put in a public document; private_key_jwt is not done yet.
         raise InvalidClient("only token_endpoint_auth_method none is supported for CIMD")
-    for uri in uris:
-        try:
+    client_uri = doc.get("client_uri")
+    scope = doc.get("scope")
+    try:
+        check_text("client_name", name)
+        for uri in uris:
             check_redirect_uri(
                 uri, application_type=None, allow_custom_schemes=allow_custom_schemes
             )
-        except InvalidRedirectUri as exc:
-            raise InvalidClient(f"the client metadata document: {exc.description}") from exc
+        if client_uri is not None:
+            if not isinstance(client_uri, str):
+                raise InvalidClientMetadata("client_uri must be a string")
+            check_metadata_uri("client_uri", client_uri, allow_http_loopback=allow_http_loopback)
+        if scope is not None:
+            if not isinstance(scope, str):
+                raise InvalidClientMetadata("scope must be a string")
+            try:
+                parse_scopes(scope)
+            except ValueError as exc:
+                raise InvalidClientMetadata(f"scope: {exc}") from None
+    except OAuthError as exc:
+        raise InvalidClient(f"the client metadata document: {exc.description}") from exc
     grants = doc.get("grant_types", ["authorization_code"])
     if not isinstance(grants, list) or not all(isinstance(g, str) for g in grants):
         raise InvalidClient("grant_types must be a list of strings")
+    if "client_credentials" in grants:
+        raise InvalidClient(f"the client metadata document: {SELF_REGISTERED_M2M}")
     return doc
 
 

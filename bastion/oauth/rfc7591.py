@@ -7,28 +7,42 @@ Deprecated by MCP 2026-07-28 in favour of CIMD; kept for older peers.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from bastion.errors import OAuthError
+from bastion.oauth.scopes import parse_scopes
 
 __all__ = [
+    "SELF_REGISTERED_M2M",
     "ClientMetadata",
     "InvalidClientMetadata",
     "InvalidRedirectUri",
+    "check_metadata_uri",
     "check_redirect_uri",
+    "check_text",
     "is_loopback_host",
     "parse_client_metadata",
 ]
 
 AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post")
-GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
+# No client_credentials: a token without a user must be one an operator chose to allow.
+GRANT_TYPES = ("authorization_code", "refresh_token")
+SELF_REGISTERED_M2M = (
+    "client_credentials is not available to a self-registered client: a machine-to-machine "
+    "client is created by the operator ([[authorization_server.clients]] or "
+    "`bastion clients add`)"
+)
 MAX_REDIRECT_URIS = 16
 MAX_URI_LENGTH = 2048
 MAX_NAME_LENGTH = 200
 _FORBIDDEN_SCHEMES = frozenset({"javascript", "data", "vbscript", "file", "blob", "about"})
+# C0 controls, DEL and C1 controls, and the bidirectional-text controls that make a name or a
+# host read as something else on the consent page. None belongs in client metadata.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 class InvalidRedirectUri(OAuthError):
@@ -50,6 +64,26 @@ def is_loopback_host(host: str | None) -> bool:
         return False
 
 
+def check_text(name: str, value: str) -> None:
+    """Raise ``InvalidClientMetadata`` if ``value`` holds a control character (C0, DEL, C1)
+    or a bidirectional-text control."""
+    if _CONTROL.search(value):
+        raise InvalidClientMetadata(f"{name} must not contain control characters")
+
+
+def _split(uri: str, error: type[OAuthError]) -> SplitResult:
+    """``urlsplit`` that refuses what it would quietly drop or misread: control characters
+    and spaces (it deletes tabs and newlines), bad IPv6 literals, bad ports."""
+    if _CONTROL.search(uri) or any(c.isspace() for c in uri):
+        raise error("a URI must not contain control characters or spaces")
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not one
+    except ValueError as exc:
+        raise error(f"URI {uri!r} cannot be parsed: {exc}") from None
+    return parts
+
+
 def check_redirect_uri(
     uri: str, *, application_type: str | None, allow_custom_schemes: bool
 ) -> None:
@@ -58,10 +92,11 @@ def check_redirect_uri(
     https anywhere; http only on a loopback host; custom (private-use) schemes only when the
     policy allows them, and only for native clients; never javascript:, data: and the like; no
     fragment (RFC 6749 §3.1.2). ``web`` clients may not use loopback (OIDC Registration §2).
+    No control characters or spaces anywhere.
     """
     if not isinstance(uri, str) or not uri or len(uri) > MAX_URI_LENGTH:
         raise InvalidRedirectUri("a redirect URI must be a non-empty string")
-    parts = urlsplit(uri)
+    parts = _split(uri, InvalidRedirectUri)
     scheme = parts.scheme.lower()
     if not scheme:
         raise InvalidRedirectUri(f"redirect URI {uri!r} is not absolute")
@@ -87,6 +122,23 @@ def check_redirect_uri(
     if "." not in scheme:
         # RFC 8252 §7.1: private-use schemes are reverse domain names.
         raise InvalidRedirectUri("a custom scheme must be a reverse domain name (com.example.app)")
+
+
+def check_metadata_uri(name: str, uri: str, *, allow_http_loopback: bool = False) -> None:
+    """A URI the client describes itself with (``client_uri``): https with a host, or http on
+    a loopback host when ``allow_http_loopback``; never javascript:, data: and the like.
+    Raises ``InvalidClientMetadata``."""
+    if len(uri) > MAX_URI_LENGTH:
+        raise InvalidClientMetadata(f"{name} is longer than {MAX_URI_LENGTH} characters")
+    parts = _split(uri, InvalidClientMetadata)
+    scheme = parts.scheme.lower()
+    loopback_http = scheme == "http" and allow_http_loopback and is_loopback_host(parts.hostname)
+    if scheme != "https" and not loopback_http:
+        raise InvalidClientMetadata(f"{name} must be an https URL")
+    if not parts.hostname:
+        raise InvalidClientMetadata(f"{name} has no host")
+    if parts.username is not None or parts.password is not None:
+        raise InvalidClientMetadata(f"{name} must not carry user information")
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,9 +181,10 @@ def _infer_application_type(uris: tuple[str, ...]) -> str:
 
 
 def parse_client_metadata(
-    body: Mapping[str, Any], *, allow_custom_schemes: bool
+    body: Mapping[str, Any], *, allow_custom_schemes: bool, allow_http_loopback: bool = False
 ) -> ClientMetadata:
-    """Validate a registration request (RFC 7591 §2, §3.2.2 error codes)."""
+    """Validate a registration request (RFC 7591 §2, §3.2.2 error codes). Every string kept
+    is checked: no control characters, URIs of the schemes they may have, scope syntax."""
     uris = _str_list(body, "redirect_uris") or ()
     if not uris:
         raise InvalidRedirectUri("redirect_uris is required")
@@ -152,19 +205,29 @@ def parse_client_metadata(
             f"token_endpoint_auth_method must be one of {', '.join(AUTH_METHODS)}"
         )
     grants = _str_list(body, "grant_types") or ("authorization_code",)
+    if "client_credentials" in grants:
+        raise InvalidClientMetadata(SELF_REGISTERED_M2M)
     bad = [g for g in grants if g not in GRANT_TYPES]
     if bad:
         raise InvalidClientMetadata(f"unsupported grant_types: {', '.join(bad)}")
-    if "client_credentials" in grants and method == "none":
-        raise InvalidClientMetadata("client_credentials needs an authenticated client")
     responses = _str_list(body, "response_types") or ("code",)
     if any(r != "code" for r in responses):
         raise InvalidClientMetadata("response_types must be [\"code\"]")
     scope = _opt_str(body, "scope", 2048)
+    try:
+        parse_scopes(scope)
+    except ValueError as exc:
+        raise InvalidClientMetadata(f"scope: {exc}") from None
+    name = _opt_str(body, "client_name", MAX_NAME_LENGTH)
+    if name is not None:
+        check_text("client_name", name)
+    client_uri = _opt_str(body, "client_uri")
+    if client_uri is not None:
+        check_metadata_uri("client_uri", client_uri, allow_http_loopback=allow_http_loopback)
     return ClientMetadata(
         redirect_uris=uris,
-        client_name=_opt_str(body, "client_name", MAX_NAME_LENGTH),
-        client_uri=_opt_str(body, "client_uri"),
+        client_name=name,
+        client_uri=client_uri,
         token_endpoint_auth_method=method,
         grant_types=grants,
         response_types=responses,

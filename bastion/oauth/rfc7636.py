@@ -18,10 +18,12 @@ __all__ = [
 ]
 
 SUPPORTED_METHODS: tuple[str, ...] = ("S256",)
+# Both are matched with fullmatch: with match and "$", a value with a trailing newline passed.
 # §4.1: 43..128 characters of [A-Z] / [a-z] / [0-9] / "-" / "." / "_" / "~"
-_VERIFIER = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
-# BASE64URL(SHA256(...)) without padding is always 43 characters.
-_CHALLENGE = re.compile(r"^[A-Za-z0-9\-_]{43}$")
+_VERIFIER = re.compile(r"[A-Za-z0-9\-._~]{43,128}")
+# BASE64URL(SHA256(...)) without padding is always 43 characters, of the base64url alphabet
+# (a subset of the §4.2 one): anything else can never equal an S256 value.
+_CHALLENGE = re.compile(r"[A-Za-z0-9\-_]{43}")
 
 
 def s256_challenge(verifier: str) -> str:
@@ -38,7 +40,7 @@ def check_challenge(challenge: str | None, method: str | None) -> str:
         raise InvalidRequest("code_challenge_method is required and must be S256")
     if method not in SUPPORTED_METHODS:
         raise InvalidRequest("code_challenge_method must be S256")
-    if not _CHALLENGE.match(challenge):
+    if not _CHALLENGE.fullmatch(challenge):
         raise InvalidRequest("code_challenge is not a base64url SHA-256 value")
     return challenge
 
@@ -46,7 +48,7 @@ def check_challenge(challenge: str | None, method: str | None) -> str:
 def check_verifier(verifier: str | None) -> str:
     if not verifier:
         raise InvalidRequest("code_verifier is required")
-    if not _VERIFIER.match(verifier):
+    if not _VERIFIER.fullmatch(verifier):
         raise InvalidGrant("code_verifier is malformed")
     return verifier
 

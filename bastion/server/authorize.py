@@ -10,6 +10,7 @@ never changes the pending request or its CSRF token.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Mapping
 from urllib.parse import urlencode, urlsplit
@@ -40,6 +41,7 @@ from bastion.storage.base import (
     PendingAuthorization,
     Session,
     StoreError,
+    UserRecord,
     hash_secret,
 )
 
@@ -82,8 +84,15 @@ def _path(server: AuthorizationServer, name: str) -> str:
     return issuer_path(server.issuer) + "/" + name
 
 
+def _host(uri: str) -> str | None:
+    try:
+        return urlsplit(uri).hostname
+    except ValueError:  # a stored URI that no longer parses is simply not loopback
+        return None
+
+
 def _localhost_only(client: ClientRecord) -> bool:
-    hosts = [urlsplit(u).hostname for u in client.redirect_uris]
+    hosts = [_host(u) for u in client.redirect_uris]
     return bool(hosts) and all(is_loopback_host(h) for h in hosts)
 
 
@@ -298,13 +307,21 @@ async def login_post(server: AuthorizationServer, request: Request) -> Response:
             verify_password(user.password_hash, password) if user is not None
             else verify_unknown_user(password)
         )
+        address = request.client.host if request.client else None
         if user is None or not ok:
+            await _record_failed_login(server, username, user, found.client_id, address)
             return pages.login_page(
                 action=_path(server, "login"), request_id=request_id, csrf=found.csrf_token,
                 client_name=client.client_name or client.client_id,
                 message="Wrong username or password.", status=401,
                 redirect_uri=found.redirect_uri,
             )
+        try:
+            await record(server, "login.succeeded", subject=user.subject,
+                         client_id=found.client_id, username=user.username, address=address)
+        except TemporarilyUnavailable:
+            return pages.error_page("temporarily_unavailable",
+                                    "the audit trail is unavailable; try again", status=503)
         now = server.clock.now()
         session_id = new_secret()
         await server.store.create_session(
@@ -324,6 +341,23 @@ async def login_post(server: AuthorizationServer, request: Request) -> Response:
         return pages.error_page(exc.error, exc.description)
     _set_cookie(response, SESSION_COOKIE, session_id, int(SESSION_LIFETIME_SECONDS))
     return response
+
+
+async def _record_failed_login(server: AuthorizationServer, typed: str, user: UserRecord | None,
+                               client_id: str, address: str | None) -> None:
+    """The name typed is recorded only when it is an account's; anything else may be a
+    password typed into the wrong field, so only a keyed digest of it is kept, which tells
+    repeated attempts with one name apart without revealing it."""
+    if user is not None:
+        who: dict[str, str] = {"username": user.username, "reason": "wrong_password"}
+        subject: str | None = user.subject
+    else:
+        digest = hmac.new(server.login_digest_key, typed.encode("utf-8", "replace"),
+                          hashlib.sha256).hexdigest()[:32]
+        who = {"username_digest": digest, "reason": "unknown_user"}
+        subject = None
+    await record(server, "login.failed", subject=subject, client_id=client_id,
+                 required=False, address=address, **who)
 
 
 # --- /consent -------------------------------------------------------------------------------
@@ -395,6 +429,9 @@ async def consent_post(server: AuthorizationServer, request: Request) -> Respons
                 return pages.error_page(
                     "invalid_request", "this authorization was already completed"
                 )
+            await record(server, "consent.denied", subject=session.subject,
+                         client_id=found.client_id, required=False, resource=found.resource,
+                         scopes=list(found.scopes))
             return _redirect(
                 authorization_redirect(
                     found.redirect_uri,

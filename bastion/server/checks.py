@@ -212,6 +212,16 @@ async def refresh_token_present(server: AuthorizationServer, req: TokenRequest) 
         raise InvalidRequest("refresh_token is required")
 
 
+async def client_is_operator_registered(server: AuthorizationServer, req: TokenRequest) -> None:
+    """No user, no consent: only a client an operator created may get a token on its own
+    behalf, whatever a self-registered (DCR) or self-described (CIMD) client's stored
+    grant_types say (registrations made before this rule still hold client_credentials)."""
+    if not req.client.verified:
+        raise UnauthorizedClient(
+            "client_credentials is only for clients created by the operator, "
+            "not for self-registered ones")
+
+
 async def client_is_confidential(server: AuthorizationServer, req: TokenRequest) -> None:
     assert req.auth is not None
     if not req.auth.confidential:
@@ -242,8 +252,8 @@ CHECKS: Mapping[str, Sequence[TokenCheck]] = {
               grant_type_allowed_for_client),
     "token/authorization_code": (code_parameters_present,),
     "token/refresh_token": (refresh_token_present,),
-    "token/client_credentials": (client_is_confidential, token_resource_is_configured,
-                                 token_scopes_are_allowed),
+    "token/client_credentials": (client_is_operator_registered, client_is_confidential,
+                                 token_resource_is_configured, token_scopes_are_allowed),
     "revoke": (form_has_no_repeats, client_is_authenticated),
     "introspect": (form_has_no_repeats, client_is_authenticated, client_is_confidential),
 }

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import base64
 import hmac
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 from urllib.parse import unquote
 
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
+from bastion import jsonlimits
 from bastion.clock import Clock
 from bastion.config.model import AuthorizationServerConfig, ClientConfig, SecretRef
 from bastion.errors import InvalidClient, InvalidRequest
@@ -128,7 +128,8 @@ class CimdResolver:
             raise InvalidClient("the client metadata document could not be fetched") from exc
         if status != 200:
             raise InvalidClient(f"the client metadata document answered HTTP {status}")
-        doc = cimd.parse_document(client_id, body)
+        doc = cimd.parse_document(client_id, body,
+                                  allow_http_loopback=self._config.allow_http_loopback)
         grants = tuple(doc.get("grant_types") or ("authorization_code",))
         scope = doc.get("scope")
         client_uri = doc.get("client_uri")
@@ -296,7 +297,7 @@ class ClientRegistry:
             status, _, body = await self._jwks_fetcher.get(client.jwks_uri)
             if status != 200:
                 raise ValueError(f"HTTP {status}")
-            keys = _public_keys(json.loads(body))
+            keys = _public_keys(jsonlimits.loads(body))
         except Exception as exc:  # any fetch or parse failure: fail closed
             raise InvalidClient("the client's keys cannot be fetched") from exc
         self._jwks_cache[client.jwks_uri] = (keys, now + JWKS_CACHE_SECONDS)
@@ -306,8 +307,8 @@ class ClientRegistry:
 JWKS_CACHE_SECONDS = 300.0
 
 
-def _public_keys(jwks: Mapping[str, Any]) -> KeySet:
-    keys = jwks.get("keys")
+def _public_keys(jwks: object) -> KeySet:
+    keys = jwks.get("keys") if isinstance(jwks, Mapping) else None
     if not isinstance(keys, list):
         raise InvalidClient("the client's JWKS has no keys")
     public = [k for k in keys if isinstance(k, dict) and k.get("kty") in ("EC", "RSA", "OKP")

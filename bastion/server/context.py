@@ -78,6 +78,10 @@ class AuthorizationServer:
     resources: dict[str, ResourceInfo] = field(default_factory=dict)
     # The audit trail (issue 6); None when auditing is off.
     audit: AuditLog | None = None
+    # Keys the digest a failed login records for a name that is no account (it may be a
+    # password typed in the wrong field): per process, never stored, so the digest cannot
+    # be tested against guesses offline.
+    login_digest_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
 
     @property
     def issuer(self) -> str:

@@ -9,7 +9,6 @@ replicas the effective limit is the configured one times the replica count.
 from __future__ import annotations
 
 import hmac
-import json
 import secrets
 import time
 from collections import deque
@@ -18,6 +17,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from bastion import jsonlimits
 from bastion.errors import InvalidRequest, OAuthError, ServerError, TemporarilyUnavailable
 from bastion.oauth.rfc7591 import parse_client_metadata
 from bastion.server.audit_events import record as audit_record
@@ -85,18 +85,23 @@ class RegistrationEndpoint:
             if len(raw) > MAX_BODY_BYTES:
                 raise InvalidRequest("the registration request is too large")
             try:
-                body = json.loads(raw)
-            except ValueError as exc:
-                raise InvalidRequest("the registration request is not JSON") from exc
+                body = jsonlimits.loads(raw)
+            except jsonlimits.InvalidJson as exc:
+                raise InvalidRequest(
+                    f"the registration request is not acceptable JSON: {exc}") from exc
             if not isinstance(body, dict):
                 raise InvalidRequest("the registration request must be a JSON object")
             meta = parse_client_metadata(
-                body, allow_custom_schemes=settings.dcr_allow_custom_schemes
+                body, allow_custom_schemes=settings.dcr_allow_custom_schemes,
+                allow_http_loopback=settings.allow_http_loopback,
             )
             now = self.server.clock.now()
-            await self.server.store.delete_unused_clients(
+            expired = await self.server.store.delete_unused_clients(
                 "dcr", now - settings.dcr_unused_expiry_seconds
             )
+            if expired:
+                await audit_record(self.server, "client.deleted", required=False, via="dcr",
+                                   reason="registered but never used", count=expired)
             client_id = "dcr-" + secrets.token_urlsafe(18)
             public = meta.token_endpoint_auth_method == "none"  # noqa: S105
             secret = None if public else new_secret()

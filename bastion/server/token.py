@@ -142,6 +142,9 @@ async def _authorization_code(server: AuthorizationServer, req: TokenRequest) ->
         await server.store.revoke_access_token(
             code.access_jti, now + server.config.authorization_server.access_token_lifetime_seconds
         )
+        await record(server, "token.reuse_detected", subject=code.subject,
+                     client_id=req.client.client_id, required=False,
+                     what="authorization_code", issued_to=code.client_id, grant_revoked=True)
         raise InvalidGrant("the authorization code was already used")
     if code.expires_at <= now:
         raise InvalidGrant("the authorization code has expired")
@@ -213,6 +216,9 @@ async def _refresh_token(server: AuthorizationServer, req: TokenRequest) -> Issu
         float(settings.refresh_reuse_grace_seconds),
     )
     if outcome.status == "reused":
+        await record(server, "token.reuse_detected", subject=current.subject,
+                     client_id=current.client_id, required=False, what="refresh_token",
+                     grant_revoked=True)
         raise InvalidGrant("the refresh token was already used; the grant has been revoked")
     if outcome.status != "rotated" and outcome.status != "grace":
         raise InvalidGrant("the refresh token is not valid")

@@ -1,6 +1,7 @@
 """Storage of authorization-server state behind one interface (``Store``).
 
-``open_store(None, data_dir)`` gives the embedded SQLite store at ``<data_dir>/bastion.db``;
+``open_store(None, data_dir)`` gives the embedded SQLite store at ``<data_dir>/bastion.db``
+(the folder 0700, the database and its side files 0600);
 ``sqlite:///path/to.db`` names another file. ``postgresql://user@host/db?schema=name`` (or
 ``postgres://``) gives the PostgreSQL store, its tables in schema ``name`` (optional).
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from bastion.private_files import private_dir
 from bastion.storage.base import (
     AlreadyExists,
     AuthorizationCode,
@@ -51,12 +53,14 @@ DEFAULT_DB_NAME = "bastion.db"
 async def open_store(url: str | None, data_dir: Path) -> Store:
     """Open (and migrate) the store named by ``url``; ``None`` means SQLite in ``data_dir``."""
     if url is None or url == "":
+        private_dir(data_dir)
         return await SqliteStore.open(data_dir / DEFAULT_DB_NAME)
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
         raw = unquote(parts.path)
         path = Path(raw)
         if not path.is_absolute():
+            private_dir(data_dir)
             path = data_dir / raw.lstrip("/")
         return await SqliteStore.open(path)
     if parts.scheme in ("postgres", "postgresql"):

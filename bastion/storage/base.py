@@ -36,6 +36,7 @@ __all__ = [
     "Store",
     "StoreError",
     "UserRecord",
+    "expired_rows",
     "hash_secret",
 ]
 
@@ -224,4 +225,30 @@ class Store(Protocol):
     async def get_session(self, session_hash: str, now: float) -> Session | None: ...
     async def delete_session(self, session_hash: str) -> None: ...
 
-    async def purge_expired(self, now: float) -> None: ...
+    async def purge_expired(self, now: float) -> int:
+        """Delete what has expired (see ``expired_rows``); return the number of rows."""
+        ...
+
+
+# Codes are kept a day past expiry so that a replay is still recognised and revokes what the
+# code produced; a revoked grant's family row as long, for the same reason.
+REPLAY_MEMORY_SECONDS = 86400.0
+
+
+def expired_rows(now: float) -> tuple[tuple[str, float], ...]:
+    """What ``purge_expired`` deletes, for the SQL stores (the tables are named alike): each
+    statement with its one parameter, written ``%s``."""
+    kept_until = now - REPLAY_MEMORY_SECONDS
+    return (
+        ("DELETE FROM auth_codes WHERE expires_at < %s", kept_until),
+        ("DELETE FROM pending_authorizations WHERE expires_at < %s", now),
+        ("DELETE FROM sessions WHERE expires_at < %s", now),
+        ("DELETE FROM access_tokens WHERE expires_at < %s", now),
+        ("DELETE FROM refresh_tokens WHERE expires_at < %s", now),
+        # a grant none of whose tokens is left
+        ("DELETE FROM refresh_families WHERE (revoked_at IS NULL OR revoked_at < %s) "
+         "AND NOT EXISTS (SELECT 1 FROM refresh_tokens t "
+         "WHERE t.family_id = refresh_families.family_id) "
+         "AND NOT EXISTS (SELECT 1 FROM access_tokens a "
+         "WHERE a.family_id = refresh_families.family_id)", kept_until),
+    )

@@ -39,6 +39,7 @@ from bastion.storage.base import (
     Session,
     StoreError,
     UserRecord,
+    expired_rows,
 )
 
 __all__ = ["SCHEMA_VERSION", "PostgresStore", "split_schema"]
@@ -605,10 +606,9 @@ class PostgresStore:
     async def delete_session(self, session_hash: str) -> None:
         await self._execute("DELETE FROM sessions WHERE session_hash = $1", session_hash)
 
-    async def purge_expired(self, now: float) -> None:
+    async def purge_expired(self, now: float) -> int:
+        deleted = 0
         async with self._transaction() as c:
-            await c.execute("DELETE FROM auth_codes WHERE expires_at < $1", now - 86400)
-            await c.execute("DELETE FROM pending_authorizations WHERE expires_at < $1", now)
-            await c.execute("DELETE FROM sessions WHERE expires_at < $1", now)
-            await c.execute("DELETE FROM access_tokens WHERE expires_at < $1", now)
-            await c.execute("DELETE FROM refresh_tokens WHERE expires_at < $1", now)
+            for statement, bound in expired_rows(now):
+                deleted += _rowcount(await c.execute(statement.replace("%s", "$1"), bound))
+        return deleted

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bastion.private_files import create_private_file, private_dir, private_file
 from bastion.storage.base import (
     AlreadyExists,
     AuthorizationCode,
@@ -32,6 +33,7 @@ from bastion.storage.base import (
     Session,
     StoreError,
     UserRecord,
+    expired_rows,
 )
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]
@@ -104,6 +106,8 @@ CREATE TABLE sessions (
 """
 
 _MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1}
+# Files SQLite keeps beside the database, which hold its data as well.
+_SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
 def _client_to_json(c: ClientRecord) -> str:
@@ -208,7 +212,16 @@ class SqliteStore:
         return store
 
     def _open_sync(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if not self.path.parent.is_dir():
+                private_dir(self.path.parent)
+            # SQLite gives its -wal and -shm files the database file's mode: creating the
+            # database 0600 first makes all three private (it would follow the umask, 0644).
+            create_private_file(self.path)
+            for suffix in _SIDE_FILES:
+                private_file(self.path.with_name(self.path.name + suffix))
+        except OSError as exc:
+            raise StoreError(f"cannot create the database {self.path}: {exc}") from exc
         conn = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, timeout=30.0
         )
@@ -620,12 +633,11 @@ class SqliteStore:
             write=True,
         )
 
-    async def purge_expired(self, now: float) -> None:
-        def op(c: sqlite3.Connection) -> None:
-            c.execute("DELETE FROM auth_codes WHERE expires_at < ?", (now - 86400,))
-            c.execute("DELETE FROM pending_authorizations WHERE expires_at < ?", (now,))
-            c.execute("DELETE FROM sessions WHERE expires_at < ?", (now,))
-            c.execute("DELETE FROM access_tokens WHERE expires_at < ?", (now,))
-            c.execute("DELETE FROM refresh_tokens WHERE expires_at < ?", (now,))
+    async def purge_expired(self, now: float) -> int:
+        def op(c: sqlite3.Connection) -> int:
+            deleted = 0
+            for statement, bound in expired_rows(now):
+                deleted += c.execute(statement.replace("%s", "?"), (bound,)).rowcount
+            return deleted
 
-        await self._run(op, write=True)
+        return await self._run(op, write=True)

@@ -1,5 +1,7 @@
 """A real authorization server (Starlette app, SQLite store, real keys) driven through httpx's
-ASGI transport over https://as.test, so __Host- cookies behave as in a browser."""
+ASGI transport over https://as.test, so __Host- cookies behave as in a browser; and the whole
+of Bastion as ``bastion serve`` runs it (``build_runtime``, uvicorn on 127.0.0.1), for what a
+user meets over a real connection."""
 
 from __future__ import annotations
 
@@ -16,14 +18,16 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from bastion.clock import FixedClock
+from bastion.clock import FixedClock, OffsetClock
 from bastion.config.load import parse_config
 from bastion.config.model import BastionConfig
 from bastion.keys import SigningKeys
 from bastion.passwords import hash_password
+from bastion.runtime import Runtime, build_runtime
 from bastion.server.app import build_authorization_server, routes_for
 from bastion.server.context import AuthorizationServer
 from bastion.storage import Store, UserRecord, open_store
+from tests.support import free_port, serve
 
 ISSUER = "https://as.test"
 RESOURCE = "https://as.test/mcp"
@@ -190,3 +194,63 @@ async def make_harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 async def h(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Harness]:
     async for harness in make_harness(tmp_path, monkeypatch):
         yield harness
+
+
+@dataclass
+class Live:
+    """Bastion served on loopback. The AS marks its cookies Secure (``__Host-``), which an
+    HTTP client keeps back from http://127.0.0.1, so they are carried here by hand."""
+
+    base: str
+    runtime: Runtime
+    clock: OffsetClock
+    cookies: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def store(self) -> Store:
+        store: Store = self.runtime.extras["store"]
+        return store
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = dict(kwargs.pop("headers", None) or {})
+        if self.cookies:
+            headers["cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        async with httpx.AsyncClient(base_url=self.base, timeout=10) as http:
+            r = await http.request(method, path, headers=headers, **kwargs)
+        for raw in r.headers.get_list("set-cookie"):
+            name, _, rest = raw.partition("=")
+            self.cookies[name] = rest.split(";")[0]
+        return r
+
+
+def live_config(tmp_path: Path, port: int, **as_overrides: Any) -> BastionConfig:
+    return parse_config({
+        "data_dir": str(tmp_path / "data"), "server": {"port": port},
+        "authorization_server": {
+            "scopes": ["profile"],
+            "clients": [{"client_id": PUBLIC_CLIENT, "client_name": "Demo App",
+                         "redirect_uris": [REDIRECT]}],
+            **as_overrides,
+        },
+        "mounts": [{"name": "mcp", "path": "/mcp", "scopes": ["mcp:read"],
+                    "tool_scopes": {"write_file": ["mcp:write"]},
+                    "upstream": {"url": "http://127.0.0.1:9/mcp"}}],
+    }, source="test")
+
+
+async def make_live(tmp_path: Path, **as_overrides: Any) -> AsyncIterator[Live]:
+    port = free_port()
+    clock = OffsetClock()
+    runtime = await build_runtime(live_config(tmp_path, port, **as_overrides), source="test",
+                                  clock=clock)
+    store: Store = runtime.extras["store"]
+    await store.create_user(UserRecord("alice", "sub-alice", hash_password(PASSWORD),
+                                       clock.now()))
+    async with serve(runtime.app, port) as base:
+        yield Live(base, runtime, clock)
+
+
+@pytest.fixture
+async def live(tmp_path: Path) -> AsyncIterator[Live]:
+    async for running in make_live(tmp_path):
+        yield running

@@ -122,3 +122,27 @@ async def test_as23_client_without_refresh_grant_gets_no_refresh_token(h: Harnes
     code, verifier, _ = await h.get_code(client_id="noref")
     body = (await h.exchange(code, verifier, client_id="noref")).json()
     assert "access_token" in body and "refresh_token" not in body
+
+
+_S256 = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"  # RFC 7636 Appendix B
+
+
+@pytest.mark.parametrize("challenge", [
+    _S256 + "\n",        # `$` matches before a trailing newline: this one used to pass
+    _S256[:-1],          # 42 characters
+    _S256 + "A",         # 44 characters
+    _S256[:-1] + "=",    # padding
+    _S256[:-2] + "+/",   # the standard base64 alphabet
+    _S256[:-1] + ".",    # unreserved, but never in an S256 value
+    "\n" + _S256,
+])
+async def test_as05_malformed_code_challenge_is_refused(h: Harness, challenge: str) -> None:
+    q = await _error_redirect(h, code_challenge=challenge)
+    assert q["error"] == "invalid_request"
+    assert "code_challenge" in q["error_description"]
+
+
+async def test_as05_rfc7636_appendix_b_challenge_is_accepted(h: Harness) -> None:
+    params, _ = h.authorize_params(code_challenge=_S256)
+    r = await h.http.get("/authorize", params=params)
+    assert r.status_code == 303 and r.headers["location"].startswith("/login")

@@ -231,3 +231,31 @@ async def test_as12_real_fetcher_refuses_slow_redirecting_oversize_documents(
         with pytest.raises(InvalidClient):
             await resolver.resolve(base + path)
         assert _time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize("grants", [["client_credentials"],
+                                    ["authorization_code", "client_credentials"]])
+async def test_cimd_document_asking_for_client_credentials_is_refused(
+    h: Harness, grants: list[str]
+) -> None:
+    """A self-described client gets no token without a user: a document that asks for
+    client_credentials is refused with a reason, not quietly trimmed."""
+    serve(h, doc(grant_types=grants))
+    r = await _authorize(h)
+    assert r.status_code == 400 and "location" not in r.headers
+    assert "invalid_client" in r.text and "client_credentials" in r.text
+
+
+@pytest.mark.parametrize("client_uri", ["javascript:alert(1)", "data:text/html,x",
+                                        "http://app.example/", 42])
+async def test_cimd_client_uri_must_be_https(h: Harness, client_uri: object) -> None:
+    serve(h, doc(client_uri=client_uri))
+    r = await _authorize(h)
+    assert r.status_code == 400 and "invalid_client" in r.text and "client_uri" in r.text
+
+
+async def test_cimd_https_client_uri_is_kept(h: Harness) -> None:
+    serve(h, doc(client_uri="https://app.example/"))
+    assert (await _authorize(h)).status_code == 303
+    client = await h.server.clients.get(CID)
+    assert client.client_uri == "https://app.example/"

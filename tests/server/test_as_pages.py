@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
+import pytest
+
 from tests.server.conftest import REDIRECT, Harness, hidden, query_of
 
 CSP = ("default-src 'none'; style-src 'self' 'unsafe-inline'; form-action 'self'; "
@@ -116,3 +121,49 @@ async def test_bp07_no_session_cookie_before_login(h: Harness) -> None:
     assert all("session" not in c for c in r.headers.get_list("set-cookie"))
     assert r.headers["location"].startswith("/login")
     assert not r.headers["location"].startswith(REDIRECT)
+
+
+async def _consent_page_for(h: Harness, redirect: str) -> Any:
+    r = await h.http.post("/register", json={"redirect_uris": [redirect],
+                                             "token_endpoint_auth_method": "none"})
+    assert r.status_code == 201, r.text
+    params, _ = h.authorize_params(client_id=r.json()["client_id"], redirect_uri=redirect)
+    r = await h.http.get("/authorize", params=params)
+    r = await h.login(r.headers["location"])
+    return await h.http.get(r.headers["location"])
+
+
+@pytest.mark.parametrize(("host", "punycode"), [
+    ("аpple.com", "xn--pple-43d.com"),          # Cyrillic а
+    ("pаypal.example", "xn--pypal-4ve.example"),
+    ("bücher.example", "xn--bcher-kva.example"),
+    ("faß.de", "xn--fa-hia.de"),                # the name browsers go to, not "fass.de"
+])
+async def test_consent_shows_the_punycode_of_an_international_redirect_host(
+    h: Harness, host: str, punycode: str
+) -> None:
+    """A homograph host looks like the real one in Unicode: its IDNA form is shown beside
+    it, and is what the form-action source names."""
+    page = await _consent_page_for(h, f"https://{host}/cb")
+    assert page.status_code == 200
+    sent_back = page.text.split("You will be sent back to")[1].split("</dd>")[0]
+    assert host in sent_back and punycode in sent_back
+    assert f"form-action 'self' https://{punycode}" in page.headers["content-security-policy"]
+
+
+async def test_consent_shows_an_ascii_redirect_host_once(h: Harness) -> None:
+    page = await _consent_page_for(h, "https://app.example/cb")
+    sent_back = page.text.split("You will be sent back to")[1].split("</dd>")[0]
+    assert "international" not in sent_back and sent_back.count("app.example") == 2
+
+
+async def test_consent_shows_the_punycode_of_an_international_cimd_host(h: Harness) -> None:
+    cid = "https://аpp.example/client.json"
+    h.fetcher.documents[cid] = (200, {}, json.dumps({
+        "client_id": cid, "client_name": "App", "redirect_uris": [REDIRECT]}).encode())
+    params, _ = h.authorize_params(client_id=cid)
+    r = await h.http.get("/authorize", params=params)
+    r = await h.login(r.headers["location"])
+    page = await h.http.get(r.headers["location"])
+    identity = page.text.split("Application identifier host")[1].split("</dd>")[0]
+    assert "аpp.example" in identity and "xn--pp-6kc.example" in identity

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.server.conftest import Harness, make_harness
+from bastion.storage import ClientRecord, hash_secret
+from tests.server.conftest import RESOURCE, Harness, make_harness
 
 
 async def _register(h: Harness, body: dict[str, Any], **headers: str) -> Any:
@@ -46,14 +47,48 @@ async def test_dcr_client_is_shown_as_unverified(h: Harness) -> None:
 async def test_dcr_confidential_client_gets_a_secret_that_works(h: Harness) -> None:
     body = (await _register(h, {"redirect_uris": ["https://app.example/cb"],
                                 "token_endpoint_auth_method": "client_secret_post",
-                                "grant_types": ["client_credentials"],
                                 "application_type": "web"})).json()
-    assert body["client_secret"]
-    r = await h.http.post("/token", data={"grant_type": "client_credentials",
-                                          "client_id": body["client_id"],
-                                          "client_secret": body["client_secret"],
-                                          "resource": "https://as.test/mcp"})
+    assert body["client_secret"] and body["grant_types"] == ["authorization_code"]
+    code, verifier, _ = await h.get_code(client_id=body["client_id"],
+                                         redirect_uri="https://app.example/cb")
+    r = await h.exchange(code, verifier, client_id=body["client_id"],
+                         redirect_uri="https://app.example/cb",
+                         client_secret=body["client_secret"])
     assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("method", ["client_secret_post", "client_secret_basic", "none"])
+@pytest.mark.parametrize("grants", [["client_credentials"],
+                                    ["authorization_code", "client_credentials"],
+                                    ["client_credentials", "refresh_token"]])
+async def test_as15_dcr_refuses_client_credentials(h: Harness, method: str,
+                                                   grants: list[str]) -> None:
+    """Anyone may register; a token with no user and no consent is for clients an operator
+    made. Registering for client_credentials used to succeed, and the client then got every
+    scope of every mount without anyone's consent."""
+    r = await _register(h, {"redirect_uris": ["https://app.example/cb"],
+                            "token_endpoint_auth_method": method, "grant_types": grants,
+                            "application_type": "web"})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "invalid_client_metadata"
+    assert "bastion clients add" in r.json()["error_description"]
+    assert await h.store.list_clients() == []
+
+
+async def test_stored_self_registered_client_gets_no_client_credentials(h: Harness) -> None:
+    """A registration made before the rule still holds client_credentials in the store: the
+    token endpoint refuses it for any client an operator did not create."""
+    secret = "an-old-dcr-secret-0123456789abcdef"
+    await h.store.put_client(ClientRecord(
+        client_id="dcr-old", client_name="Old", redirect_uris=("https://app.example/cb",),
+        token_endpoint_auth_method="client_secret_post",
+        grant_types=("client_credentials",), response_types=("code",), scope=None,
+        application_type="web", source="dcr", created_at=h.clock.now(),
+        secret_hash=hash_secret(secret)))
+    r = await h.http.post("/token", data={
+        "grant_type": "client_credentials", "client_id": "dcr-old", "client_secret": secret,
+        "resource": RESOURCE, "scope": "mcp:read mcp:write"})
+    assert r.status_code == 400 and r.json()["error"] == "unauthorized_client", r.text
 
 
 @pytest.mark.parametrize(
@@ -124,3 +159,47 @@ async def test_unused_registrations_expire(h: Harness) -> None:
                                    redirect_uri="http://localhost:1/cb")
     r = await h.http.get("/authorize", params=params)
     assert r.status_code == 400 and "invalid_client" in r.text
+
+
+@pytest.mark.parametrize("client_uri", [
+    "javascript:alert(1)",
+    "JavaScript:alert(1)",
+    "data:text/html,<script>alert(1)</script>",
+    "vbscript:msgbox",
+    "file:///etc/passwd",
+    "http://app.example/",          # http only on loopback, and only where allowed
+    "http://127.0.0.1:8000/",       # not allowed by default (allow_http_loopback)
+    "//app.example/",
+    "https:///no-host",
+    "https://user:pw@app.example/",
+])
+async def test_dcr_client_uri_must_be_https(h: Harness, client_uri: str) -> None:
+    r = await _register(h, {"redirect_uris": ["https://app.example/cb"],
+                            "token_endpoint_auth_method": "none", "client_uri": client_uri})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "invalid_client_metadata"
+    assert await h.store.list_clients() == []
+
+
+async def test_dcr_https_client_uri_is_kept(h: Harness) -> None:
+    r = await _register(h, {"redirect_uris": ["https://app.example/cb"],
+                            "token_endpoint_auth_method": "none",
+                            "client_uri": "https://app.example/about"})
+    assert r.status_code == 201 and r.json()["client_uri"] == "https://app.example/about"
+
+
+@pytest.fixture
+async def h_loopback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Harness]:
+    async for harness in make_harness(tmp_path, monkeypatch, allow_http_loopback=True):
+        yield harness
+
+
+async def test_dcr_loopback_http_client_uri_only_where_allowed(h_loopback: Harness) -> None:
+    r = await _register(h_loopback, {"redirect_uris": ["http://127.0.0.1:8000/cb"],
+                                     "token_endpoint_auth_method": "none",
+                                     "client_uri": "http://127.0.0.1:8000/"})
+    assert r.status_code == 201, r.text
+    r = await _register(h_loopback, {"redirect_uris": ["http://127.0.0.1:8000/cb"],
+                                     "token_endpoint_auth_method": "none",
+                                     "client_uri": "http://app.example/"})
+    assert r.json()["error"] == "invalid_client_metadata"

@@ -4,6 +4,8 @@ resource narrowing, client_credentials, revocation and introspection."""
 from __future__ import annotations
 
 import base64
+import hashlib
+import secrets
 
 import pytest
 
@@ -50,6 +52,21 @@ async def test_as05_missing_verifier_is_invalid_request(h: Harness) -> None:
                                           "client_id": "demo",
                                           "redirect_uri": "http://localhost:3000/callback"})
     assert r.json()["error"] == "invalid_request"
+
+
+@pytest.mark.parametrize("suffix", ["\n", "\r\n", " "])
+async def test_as05_code_verifier_with_trailing_whitespace_is_malformed(
+    h: Harness, suffix: str
+) -> None:
+    """Even when the challenge was made from the same string: a verifier is 43..128
+    characters of the RFC 7636 alphabet, nothing after them."""
+    verifier = secrets.token_urlsafe(48) + suffix
+    challenge = base64.urlsafe_b64encode(
+        hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    code, _, _ = await h.get_code(code_challenge=challenge)
+    r = await h.exchange(code, verifier)
+    assert r.status_code == 400 and r.json()["error"] == "invalid_grant", r.text
+    assert "malformed" in r.json()["error_description"]
 
 
 async def test_code_redirect_uri_mismatch_is_invalid_grant(h: Harness) -> None:
