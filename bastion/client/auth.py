@@ -37,7 +37,7 @@ def operation_of(method: str, body: bytes) -> str:
     """The step-up budget key: the JSON-RPC method and the tool, resource or prompt named."""
     try:
         message = json.loads(body) if body else None
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         message = None
     if not isinstance(message, dict) or not isinstance(message.get("method"), str):
         return method

@@ -9,7 +9,6 @@ or ``private_key_jwt`` (RFC 7523 §2.2, audience the AS issuer).
 from __future__ import annotations
 
 import base64
-import json
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from urllib.parse import quote
 from joserfc import jwt
 from joserfc.jwk import ECKey, OKPKey, RSAKey
 
+from bastion import jsonlimits
 from bastion.client.authorization import PendingAuthorization
 from bastion.client.errors import TokenEndpointError
 from bastion.client.registration import ClientCredentials
@@ -175,8 +175,8 @@ def parse_token_response(
     not an access token has ``token_type`` ``N_A``.
     """
     try:
-        doc = json.loads(body.decode("utf-8")) if body else {}
-    except (UnicodeDecodeError, ValueError):
+        doc = jsonlimits.loads(body) if body else {}
+    except jsonlimits.InvalidJson:
         doc = None
     if not isinstance(doc, dict):
         raise TokenEndpointError("invalid_response", "the token response is not a JSON object",

@@ -7,7 +7,6 @@ and token endpoints are all fetched here, so the SSRF rules exist in exactly one
 from __future__ import annotations
 
 import asyncio
-import json
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Any, Final, Self
 import httpcore
 import httpx
 
+from bastion import jsonlimits
 from bastion.net.policy import FetchError, FetchPolicy, parse_url
 from bastion.net.resolver import Resolver
 from bastion.net.transport import SafeTransport, transport_error
@@ -201,33 +201,14 @@ class SafeFetcher:
 
 
 def parse_json_object(body: bytes, host: str) -> dict[str, Any]:
-    """Strict JSON: UTF-8, no NaN/Infinity, no duplicate member names, an object at the top.
-
-    Duplicate names are refused because two parsers may pick different values for them.
-    """
+    """Strict JSON (``bastion.jsonlimits``): UTF-8, no NaN/Infinity, no duplicate member names
+    (two parsers may pick different values for them), nesting bounded, an object at the top."""
     try:
-        value = json.loads(
-            body.decode("utf-8"),
-            object_pairs_hook=_no_duplicates,
-            parse_constant=_no_constants,
-        )
-    except (UnicodeDecodeError, ValueError) as exc:
+        value = jsonlimits.loads(body)
+    except jsonlimits.InvalidJson as exc:
         raise FetchError("invalid_json", host, f"body is not strict JSON: {exc}") from None
     if not isinstance(value, dict):
         raise FetchError(
             "invalid_json", host, f"JSON {type(value).__name__} where an object was expected"
         )
     return value
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate member name {key!r}")
-        result[key] = value
-    return result
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")

@@ -38,7 +38,7 @@ def read_unverified_header(token: str) -> Mapping[str, Any]:
 
     try:
         return extract_compact(token.encode("ascii")).headers()
-    except (JoseError, ValueError, UnicodeError) as exc:
+    except (JoseError, ValueError, UnicodeError, RecursionError) as exc:
         raise InvalidToken("the access token is not a well-formed JWT") from exc
 
 

@@ -305,6 +305,9 @@ def test_token_responses() -> None:
     (500, b"<html>", "invalid_response"),
     (200, b'{"token_type": "Bearer"}', "invalid_response"),
     (200, b'{"access_token": "x", "token_type": "mac"}', "invalid_response"),
+    (200, b'{"access_token": ' + b"[" * 5000 + b"]" * 5000 + b"}", "invalid_response"),
+    (200, b'{"access_token": "x", "access_token": "y", "token_type": "Bearer"}',
+     "invalid_response"),
 ])
 def test_token_errors(status: int, body: bytes, error: str) -> None:
     with pytest.raises(TokenEndpointError) as caught:

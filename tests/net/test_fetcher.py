@@ -511,6 +511,8 @@ async def test_bp14_compressed_body_is_refused(
         (b'{"a": NaN}', 200, "invalid_json"),
         (b'{"a": "\xff"}', 200, "invalid_json"),
         (b"{", 200, "invalid_json"),
+        (b'{"a": ' + b"[" * 5000 + b"]" * 5000 + b"}", 200, "invalid_json"),  # was a 500
+        (b'{"a": "\\ud800"}', 200, "invalid_json"),
         (b'{"error": "nope"}', 404, "status"),
     ],
 )
