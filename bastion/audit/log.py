@@ -43,6 +43,7 @@ from bastion.audit.checkpoint import Checkpoint
 from bastion.audit.errors import AuditStoreBusy, AuditUnavailable
 from bastion.audit.keys import AuditSigner
 from bastion.audit.model import AuditEvent, format_time
+from bastion.audit.private import warn_if_shared
 from bastion.audit.redact import DEFAULT_PROCESSORS, Processor
 from bastion.audit.sinks.base import DEFAULT_WRITE_TIMEOUT, AuditSink, SealedBatch, Sealer
 from bastion.audit.sinks.jsonl import JsonlSink
@@ -474,6 +475,8 @@ async def open_audit_log(
                   if jsonl is not None else None)
     except Exception as exc:
         raise AuditUnavailable(f"cannot open the audit store: {type(exc).__name__}: {exc}") from exc
+    for path in _files_of(sink, mirror, signer):
+        warn_if_shared(path)
     log = AuditLog(sink, signer, writer=writer or default_writer_id(), mode=mode,
                    processors=tuple(processors), mirror=mirror,
                    checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds,
@@ -481,3 +484,19 @@ async def open_audit_log(
     if announce:
         await log.append(AuditEvent("audit.opened", extra={"pid": os.getpid()}))
     return log
+
+
+def _files_of(sink: AuditSink, mirror: JsonlSink | None, signer: AuditSigner) -> list[Path]:
+    """The files (and the key folder) of an open audit log, for the check that others cannot
+    read them."""
+    paths: list[Path] = []
+    for store in (sink, mirror):
+        path = getattr(store, "path", None)  # SQLite and JSONL; PostgreSQL has none
+        if isinstance(path, Path):
+            paths.append(path)
+            if path.suffix == ".db":
+                paths.extend(path.with_name(path.name + end) for end in ("-wal", "-shm"))
+    if signer.directory is not None:
+        paths.append(signer.directory)
+        paths.extend(sorted(signer.directory.glob("*.json")))
+    return paths

@@ -10,7 +10,8 @@ mid-write (writes happen under the lock), before it acknowledged anything: the n
 it off, and readers ignore it with a warning.
 
 A batch waits at most its ``wait`` for the ``flock`` (another process holding it stays
-holding it), then fails with ``AuditStoreBusy``.
+holding it), then fails with ``AuditStoreBusy``. The file is created 0600 (its folder 0700 if
+made here).
 
 Writes run on the sink's own thread (``SinkWorker``, as the SQLite sink's), in order; reads
 (``export``, ``verify``) parse the whole file and run in the default executor instead, so a
@@ -34,6 +35,7 @@ from bastion.audit.chain import ChainHead, SealedRecord
 from bastion.audit.checkpoint import Checkpoint, CheckpointInvalid
 from bastion.audit.errors import AuditStoreBusy
 from bastion.audit.model import parse_time
+from bastion.audit.private import FILE_MODE, create_private_file
 from bastion.audit.rfc8785 import canonicalize_text
 from bastion.audit.sinks.base import DEFAULT_WRITE_TIMEOUT, SealedBatch, Sealer
 from bastion.audit.sinks.worker import SinkWorker, finish_worker, start_worker
@@ -41,7 +43,6 @@ from bastion.audit.sinks.worker import SinkWorker, finish_worker, start_worker
 __all__ = ["JsonlContents", "JsonlSink", "parse_jsonl"]
 
 T = TypeVar("T")
-_FILE_MODE = 0o600
 _LOCK_POLL_MAX = 0.02  # the longest pause between two tries for a contended flock
 
 
@@ -104,9 +105,8 @@ class JsonlSink:
         return sink
 
     def _open_sync(self) -> None:
-        created = not self.path.exists()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, _FILE_MODE)
+        created = create_private_file(self.path)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, FILE_MODE)
         if created:
             _fsync_dir(self.path.parent)
 

@@ -12,6 +12,9 @@ A batch waits at most its ``wait`` for the write lock (SQLite's busy timeout, se
 only when it changes), then fails with ``AuditStoreBusy``: another process holding the lock
 (a ``BEGIN EXCLUSIVE`` left open, a backup tool) refuses requests within that bound.
 
+The file is created 0600 (its folder 0700 if made here); SQLite gives its ``-wal`` and ``-shm``
+files the database file's mode.
+
 Append-only: the code has no UPDATE or DELETE path, and triggers refuse both (someone with the
 file can drop them; that is what the chain and the signatures are for).
 """
@@ -30,6 +33,7 @@ from bastion.audit.chain import GENESIS_HASH, ChainHead, SealedRecord
 from bastion.audit.checkpoint import Checkpoint
 from bastion.audit.errors import AuditStoreBusy
 from bastion.audit.model import parse_time
+from bastion.audit.private import create_private_file
 from bastion.audit.sinks.base import DEFAULT_WRITE_TIMEOUT, SealedBatch, Sealer
 from bastion.audit.sinks.worker import SinkWorker, finish_worker, start_worker
 
@@ -90,7 +94,7 @@ class SqliteAuditSink:
         return sink
 
     def _open_sync(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        create_private_file(self.path)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                timeout=self.write_timeout)
         try:
