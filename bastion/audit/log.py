@@ -47,6 +47,7 @@ from bastion.audit.private import warn_if_shared
 from bastion.audit.redact import DEFAULT_PROCESSORS, Processor
 from bastion.audit.sinks.base import DEFAULT_WRITE_TIMEOUT, AuditSink, SealedBatch, Sealer
 from bastion.audit.sinks.jsonl import JsonlSink
+from bastion.audit.verify import decisions_without_outcome
 
 __all__ = [
     "AUDIT_DB_NAME",
@@ -66,6 +67,8 @@ DEFAULT_CHECKPOINT_EVERY = 1000
 DEFAULT_CHECKPOINT_SECONDS = 60.0
 DEFAULT_MAX_BATCH = 1000
 DEFAULT_LINGER = 0.05
+PREVIOUS_RUN_SCAN = 1000  # how many of the chain's last records a start looks at
+PREVIOUS_RUN_SEQS = 100   # how many seqs of decisions without outcome audit.opened names
 
 logger = logging.getLogger("bastion.audit")
 
@@ -463,8 +466,11 @@ async def open_audit_log(
     defaults to the host name. ``write_timeout``: the longest an append waits for the store
     (its write lock, or a PostgreSQL server that does not answer) before it is refused.
     ``announce`` writes an ``audit.opened`` record (pid, writer), so every start shows in the
-    chain. Raises ``AuditUnavailable`` if the store cannot be opened,
-    in either mode: a deployment does not start without its audit trail.
+    chain, with what the writer's chain says of the previous run (``extra.previous``: its last
+    seq, how far it was signed, and the allowed calls among its last ``PREVIOUS_RUN_SCAN``
+    records that have no outcome record: a run killed before it wrote them). Raises
+    ``AuditUnavailable`` if the store cannot be opened, in either mode: a deployment does not
+    start without its audit trail.
     """
     try:
         signer = signer or AuditSigner.load_or_create(data_dir)
@@ -482,8 +488,44 @@ async def open_audit_log(
                    checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds,
                    write_timeout=write_timeout)
     if announce:
-        await log.append(AuditEvent("audit.opened", extra={"pid": os.getpid()}))
+        extra: dict[str, Any] = {"pid": os.getpid()}
+        try:
+            previous = await _previous_run(sink, log.writer)
+        except Exception as exc:
+            await log.close()
+            raise AuditUnavailable(
+                f"cannot read the audit store: {type(exc).__name__}: {exc}") from exc
+        if previous:
+            extra["previous"] = previous
+        await log.append(AuditEvent("audit.opened", extra=extra))
     return log
+
+
+async def _previous_run(sink: AuditSink, writer: str) -> dict[str, Any]:
+    """What the writer's chain shows of the run before this one; logged if it ended without
+    closing its log (unsigned records, or allowed calls whose outcome it never wrote)."""
+    head = await sink.head(writer)
+    if head.seq == 0:
+        return {}
+    tail = await sink.read(writer=writer, after_seq=max(0, head.seq - PREVIOUS_RUN_SCAN))
+    unanswered = decisions_without_outcome(tail)
+    previous: dict[str, Any] = {"last_seq": head.seq, "signed_through": head.checkpoint_seq}
+    if unanswered:
+        previous["without_outcome"] = len(unanswered)
+        previous["without_outcome_seqs"] = [m.seq for m in unanswered[:PREVIOUS_RUN_SEQS]]
+    found: list[str] = []
+    if head.checkpoint_seq < head.seq:
+        found.append(f"its records after seq {head.checkpoint_seq} unsigned (it did not close "
+                     "its log: a crash, or kill -9)")
+    if unanswered:
+        seqs = ", ".join(str(m.seq) for m in unanswered[:10])
+        more = ", ..." if len(unanswered) > 10 else ""
+        found.append(f"{len(unanswered)} allowed call(s) among its last {len(tail)} records "
+                     f"without an outcome record (seq {seqs}{more})")
+    if found:
+        logger.warning("audit: the previous run of writer %s left %s; `bastion audit verify` "
+                       "lists what is missing", writer, " and ".join(found))
+    return previous
 
 
 def _files_of(sink: AuditSink, mirror: JsonlSink | None, signer: AuditSigner) -> list[Path]:
