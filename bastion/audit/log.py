@@ -16,10 +16,11 @@ written is logged as lost (kind and correlation id), in either mode: there is no
 refuse. On ``close()`` every queued record is written.
 
 Bounded waits: an ``append`` waits at most ``write_timeout`` seconds (default 2) for the store,
-counted from the call: a batch is given what is left of its oldest waiter's time for the
-store's write lock, so a record queued behind a batch that is itself stuck on a lock does not
-wait twice. A store locked by someone else (or a PostgreSQL server that does not answer) thus
-refuses requests within that bound, with one log line naming the store and what held it.
+counted from the call: a batch is given what is left of its oldest waiter's time for the store's
+write lock (a sink may round that up by ``WAIT_SLACK``, 0.1 s), so a record queued behind a
+batch that is itself stuck on a lock does not wait twice. A store locked by someone else (or a
+PostgreSQL server that does not answer) thus refuses requests within that bound, with one log
+line naming the store and what held it.
 
 Checkpoints are signed inside the batch that reaches ``checkpoint_every`` records since the last
 one, or ``checkpoint_seconds`` after it (a timer signs an idle chain's unsigned tail), and on
@@ -532,12 +533,13 @@ def _files_of(sink: AuditSink, mirror: JsonlSink | None, signer: AuditSigner) ->
     """The files (and the key folder) of an open audit log, for the check that others cannot
     read them."""
     paths: list[Path] = []
-    for store in (sink, mirror):
-        path = getattr(store, "path", None)  # SQLite and JSONL; PostgreSQL has none
-        if isinstance(path, Path):
-            paths.append(path)
-            if path.suffix == ".db":
-                paths.extend(path.with_name(path.name + end) for end in ("-wal", "-shm"))
+    path = getattr(sink, "path", None)  # SQLite and JSONL; PostgreSQL has none
+    if isinstance(path, Path):
+        paths.append(path)
+        if not isinstance(sink, JsonlSink):  # SQLite, with its WAL files
+            paths.extend(path.with_name(path.name + end) for end in ("-wal", "-shm"))
+    if mirror is not None:
+        paths.append(mirror.path)
     if signer.directory is not None:
         paths.append(signer.directory)
         paths.extend(sorted(signer.directory.glob("*.json")))

@@ -201,7 +201,7 @@ async def test_a_record_queued_behind_a_stuck_batch_gets_only_what_is_left_of_it
     a = asyncio.create_task(log.append(event(0)))
     while not sink.waits:
         await asyncio.sleep(0)
-    assert sink.waits == [2.0]
+    assert sink.waits == [2.0]  # A's whole time
     now[0] = 1001.5
     b = asyncio.create_task(log.append(event(1)))
     await asyncio.sleep(0)
@@ -212,3 +212,20 @@ async def test_a_record_queued_behind_a_stuck_batch_gets_only_what_is_left_of_it
     with pytest.raises(AuditUnavailable):
         await b
     assert sink.waits[1] == pytest.approx(1.5)  # B came at 1001.5: 0.5 s of its 2 s are gone
+
+
+async def test_sqlite_sets_its_busy_timeout_only_when_a_batch_needs_another(
+        tmp_path: Path) -> None:
+    """The common case (a record that waited a few milliseconds for the batch before it) costs
+    no PRAGMA; a batch with much less time left lowers the wait, a later one raises it again."""
+    sink = await SqliteAuditSink.open(tmp_path / "a.db", write_timeout=2.0)
+
+    def nothing(head: Any, bodies: Sequence[Mapping[str, Any]]) -> SealedBatch:
+        return SealedBatch([], None)
+
+    try:
+        for wait, busy_ms in ((1.95, 2000), (0.5, 500), (0.45, 500), (1.999, 1990)):
+            await sink.append_batch("w", [], nothing, wait=wait)
+            assert sink._busy_ms == busy_ms, (wait, sink._busy_ms)
+    finally:
+        await sink.close()

@@ -18,12 +18,16 @@ from bastion.audit.chain import ChainHead, SealedRecord
 from bastion.audit.checkpoint import Checkpoint
 from bastion.audit.model import parse_time
 
-__all__ = ["DEFAULT_WRITE_TIMEOUT", "AuditSink", "SealedBatch", "Sealer"]
+__all__ = ["DEFAULT_WRITE_TIMEOUT", "WAIT_SLACK", "AuditSink", "SealedBatch", "Sealer"]
 
 # How long a batch waits for the store (its write lock, or a PostgreSQL server that does not
 # answer) before its records are refused: long enough for any commit the store makes in
 # normal use (milliseconds), short enough that a client is refused long before it gives up.
 DEFAULT_WRITE_TIMEOUT = 2.0
+# A sink keeps the lock wait it has set while a batch's wait is at most this much shorter, so
+# that the common case (a record that waited a few milliseconds for the batch before it) sets
+# nothing; a record may thus wait up to this much past its time.
+WAIT_SLACK = 0.1
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,12 +8,13 @@ returns once the WAL is flushed (``synchronous_commit`` on, the server default; 
 for its sessions in case the server default was lowered).
 
 Bounded waits: the sink's sessions run with ``lock_timeout`` set to the write timeout (and a
-batch given less sets its own with ``SET LOCAL``), so a batch that waits for the writer's
-advisory lock or a table lock held by another session gives up with ``AuditStoreBusy``; a
-server that does not answer at all (stopped, or cut off without a reset) is given up by the
-client ``GRACE`` seconds later, and that connection is dropped rather than rolled back over a
-line that may be dead. A batch given up this way may or may not have been committed: its
-requests are refused all the same (fail closed), and the next batch reads the head back.
+batch given less by more than ``WAIT_SLACK`` sets its own with ``SET LOCAL``), so a batch that
+waits for the writer's advisory lock or a table lock held by another session gives up with
+``AuditStoreBusy``; a server that does not answer at all (stopped, or cut off without a reset)
+is given up by the client ``GRACE`` seconds later, and that connection is dropped rather than
+rolled back over a line that may be dead. A batch given up this way may or may not have been
+committed: its requests are refused all the same (fail closed), and the next batch reads the
+head back.
 
 Append-only: no UPDATE or DELETE in the code, and triggers refuse UPDATE, DELETE and TRUNCATE.
 """
@@ -33,7 +34,7 @@ from bastion.audit.chain import GENESIS_HASH, ChainHead
 from bastion.audit.checkpoint import Checkpoint
 from bastion.audit.errors import AuditStoreBusy
 from bastion.audit.model import parse_time
-from bastion.audit.sinks.base import DEFAULT_WRITE_TIMEOUT, SealedBatch, Sealer
+from bastion.audit.sinks.base import DEFAULT_WRITE_TIMEOUT, WAIT_SLACK, SealedBatch, Sealer
 from bastion.storage.postgres import split_schema
 
 __all__ = ["PostgresAuditSink"]
@@ -196,9 +197,8 @@ class PostgresAuditSink:
     async def _write(self, c: Any, writer: str, bodies: Sequence[Mapping[str, Any]],
                      seal: Sealer, wait: float) -> SealedBatch:
         await c.execute("BEGIN")
-        lock_ms = _lock_ms(wait)
-        if lock_ms < _lock_ms(self.write_timeout):
-            await c.execute(f"SET LOCAL lock_timeout = '{lock_ms}ms'")
+        if wait < self.write_timeout - WAIT_SLACK:  # not in the common case: no round trip
+            await c.execute(f"SET LOCAL lock_timeout = '{_lock_ms(wait)}ms'")
         await c.execute("SELECT pg_advisory_xact_lock(hashtext($1))",
                         f"bastion.audit.writer:{writer}")
         batch = seal(await _head(c, writer), bodies)

@@ -8,9 +8,10 @@ the write lock before the head is read, so processes sharing the file and a writ
 the chain one at a time; the head is read from the store only when ``PRAGMA data_version``
 says another connection has committed since this one's last batch.
 
-A batch waits at most its ``wait`` for the write lock (SQLite's busy timeout, set per batch
-only when it changes), then fails with ``AuditStoreBusy``: another process holding the lock
-(a ``BEGIN EXCLUSIVE`` left open, a backup tool) refuses requests within that bound.
+A batch waits at most its ``wait`` for the write lock (SQLite's busy timeout, set again only
+when a batch needs a longer one or one shorter by more than ``WAIT_SLACK``), then fails with
+``AuditStoreBusy``: another process holding the lock (a ``BEGIN EXCLUSIVE`` left open, a backup
+tool) refuses requests within that bound.
 
 The file is created 0600 (its folder 0700 if made here); SQLite gives its ``-wal`` and ``-shm``
 files the database file's mode.
@@ -34,7 +35,7 @@ from bastion.audit.checkpoint import Checkpoint
 from bastion.audit.errors import AuditStoreBusy
 from bastion.audit.model import parse_time
 from bastion.audit.private import create_private_file
-from bastion.audit.sinks.base import DEFAULT_WRITE_TIMEOUT, SealedBatch, Sealer
+from bastion.audit.sinks.base import DEFAULT_WRITE_TIMEOUT, WAIT_SLACK, SealedBatch, Sealer
 from bastion.audit.sinks.worker import SinkWorker, finish_worker, start_worker
 
 __all__ = ["SqliteAuditSink"]
@@ -145,7 +146,7 @@ class SqliteAuditSink:
         busy_ms = _busy_ms(self.write_timeout if wait is None else wait)
 
         def write(conn: sqlite3.Connection) -> SealedBatch:
-            if busy_ms != self._busy_ms:
+            if busy_ms > self._busy_ms or busy_ms < self._busy_ms - WAIT_SLACK * 1000:
                 conn.execute(f"PRAGMA busy_timeout={busy_ms}")
                 self._busy_ms = busy_ms
             started = time.monotonic()
@@ -208,8 +209,8 @@ class SqliteAuditSink:
 
 
 def _busy_ms(seconds: float) -> int:
-    """A wait as SQLite's busy timeout: whole milliseconds, down to 10 ms steps so that a
-    slowly shrinking wait does not set it again for every batch; 0 tries the lock once."""
+    """A wait as SQLite's busy timeout: whole milliseconds in 10 ms steps, rounded down;
+    0 tries the lock once."""
     return max(0, int(seconds * 100)) * 10
 
 
