@@ -26,6 +26,7 @@ from bastion.audit.checkpoint import Checkpoint
 from bastion.audit.export import export_lines, load, normalise_since, tail
 from bastion.audit.keys import AUDIT_KEY_DIR, AuditSigner, load_public_keys
 from bastion.audit.log import open_sink
+from bastion.audit.private import create_private_file
 from bastion.audit.sinks.base import AuditSink
 from bastion.audit.sinks.jsonl import JsonlContents, parse_jsonl
 from bastion.audit.verify import Report, verify
@@ -274,7 +275,9 @@ def _export(args: argparse.Namespace) -> int:
     records, checkpoints = loaded[0]
     lines = export_lines(records, checkpoints)
     if args.output is not None:
-        with open(args.output, "w", encoding="utf-8") as out:
+        output = Path(args.output)
+        create_private_file(output)  # 0600 when made here: the records name people and calls
+        with output.open("w", encoding="utf-8") as out:
             out.writelines(line + "\n" for line in lines)
     else:
         sys.stdout.writelines(line + "\n" for line in lines)

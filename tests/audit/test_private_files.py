@@ -1,10 +1,11 @@
-"""The audit trail's files are its owner's alone: audit.db and its -wal and -shm, the JSONL
-file, the signing keys 0600; every folder the audit trail makes 0700. Checked by stat, under a
-permissive umask (0o002, common on shared hosts), where SQLite made audit.db, -wal and -shm
-0644 and ``mkdir(parents=True)`` made the data folder 0775."""
+"""The audit trail's files are its owner's alone: audit.db and its -wal and -shm, the JSONL file
+and an export written to a file, the signing keys 0600; every folder the audit trail makes 0700.
+Checked by stat, under a permissive umask (0o002, common on shared hosts), where SQLite made
+audit.db, -wal and -shm 0644 and ``mkdir(parents=True)`` made the data folder 0775."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import stat
@@ -15,6 +16,7 @@ import pytest
 
 from bastion.audit import AuditEvent, AuditSigner, open_audit_log
 from bastion.audit.sinks.jsonl import JsonlSink
+from bastion.cli.audit import main
 
 
 def mode(path: Path) -> int:
@@ -79,3 +81,16 @@ async def test_an_existing_store_that_others_can_read_is_warned_about_and_left_a
     assert f"audit file {data / 'audit.db'} has mode 0644" in caplog.text
     assert "audit-keys" not in caplog.text  # the keys are still private: no warning
     assert mode(data / "audit.db") == 0o644
+
+
+def test_an_export_written_to_a_file_is_owner_only(tmp_path: Path, permissive_umask: None,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    async def write() -> None:
+        log = await open_audit_log(tmp_path / "data", writer="w")
+        await log.close()
+
+    asyncio.run(write())
+    out = tmp_path / "audit-export.jsonl"
+    assert main(["export", "--data-dir", str(tmp_path / "data"), "--output", str(out)]) == 0
+    assert mode(out) == 0o600
+    assert out.read_text().count("audit.opened") == 1
