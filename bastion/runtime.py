@@ -306,39 +306,57 @@ def _load_policy(m: MountConfig, hierarchy: ScopeHierarchy, source: str) -> Poli
         raise ConfigError(source, f"mounts.{m.name}.policy", str(m.policy), str(exc)) from None
 
 
-def reload_policies(runtime: Runtime) -> list[str]:
+RELOAD_ERROR_CHARS = 500  # how much of a refused policy's error its audit record keeps
+
+
+def reload_policies(runtime: Runtime, *, trigger: str = "SIGHUP") -> list[str]:
     """Re-read every mount's policy. Each is swapped in only if it loads whole; a bad one is
-    reported and the previous one stays in force. Returns the errors."""
+    reported and the previous one stays in force. Returns the errors.
+
+    Recorded: a ``policy.reloaded`` per policy swapped in, then one ``config.reloaded`` for the
+    reload as a whole, naming what it re-read (the mount policies: the configuration file is
+    read at start only), which policies were swapped in and which were refused and why."""
     errors: list[str] = []
+    events: list[AuditEvent] = []
+    reloaded: list[dict[str, Any]] = []
+    refused: list[dict[str, Any]] = []
     for name, (m, holder) in runtime.extras.get("policies", {}).items():
         try:
             policy = load_policy(m.policy, runtime.extras["hierarchy"])
         except PolicyError as exc:
             errors.append(str(exc))
+            refused.append({"mount": name, "file": str(m.policy),
+                            "error": str(exc)[:RELOAD_ERROR_CHARS]})
             log.error("policy of mount %s not reloaded, previous one stays: %s", name, exc)
             continue
         holder.current = policy
         log.info("policy of mount %s reloaded (%d rules)", name, len(policy.rules))
-        audit = runtime.extras.get("audit")
-        if audit is not None:
-            _record_soon(audit, AuditEvent("policy.reloaded", mount=name,
-                                           extra={"rules": len(policy.rules),
-                                                  "file": str(m.policy)}))
+        reloaded.append({"mount": name, "file": str(m.policy), "rules": len(policy.rules)})
+        events.append(AuditEvent("policy.reloaded", mount=name,
+                                 extra={"rules": len(policy.rules), "file": str(m.policy)}))
+    events.append(AuditEvent(
+        "config.reloaded", reason=trigger,
+        extra={"reread": "mount policies", "reloaded": reloaded, "refused": refused}))
+    audit = runtime.extras.get("audit")
+    if audit is not None:
+        _record_soon(audit, events)
     return errors
 
 
-def _record_soon(audit: AuditLog, event: AuditEvent) -> None:
-    """From synchronous code (a signal handler): append when the loop next runs."""
+def _record_soon(audit: AuditLog, events: list[AuditEvent]) -> None:
+    """From synchronous code (a signal handler): append, in order, when the loop next runs."""
     async def append() -> None:
-        try:
-            await audit.append(event)
-        except Exception:
-            log.exception("could not record %s", event.kind)
+        for event in events:
+            try:
+                await audit.append(event)
+            except Exception:
+                log.exception("could not record %s", event.kind)
 
     try:
-        task = asyncio.get_running_loop().create_task(append())
+        loop = asyncio.get_running_loop()
     except RuntimeError:
         return  # no loop (a test calling outside one): nothing to record into
+    task = loop.create_task(append())
     _pending.add(task)
     task.add_done_callback(_pending.discard)
 

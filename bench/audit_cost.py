@@ -48,14 +48,14 @@ def _stand_in(sink: SqliteAuditSink, variant: str) -> None:
     heads = sink._heads.heads
 
     async def in_memory(writer: str, bodies: Sequence[Mapping[str, Any]],
-                        seal: Sealer) -> SealedBatch:
+                        seal: Sealer, *, wait: float | None = None) -> SealedBatch:
         head = heads.get(writer) or await sink.head(writer)
         batch = seal(head, bodies)
         heads[writer] = batch.head_after(head)
         return batch
 
     async def on_thread(writer: str, bodies: Sequence[Mapping[str, Any]],
-                        seal: Sealer) -> SealedBatch:
+                        seal: Sealer, *, wait: float | None = None) -> SealedBatch:
         def write(conn: Any) -> SealedBatch:
             head = heads.get(writer) or _head(conn, writer)
             batch = seal(head, bodies)

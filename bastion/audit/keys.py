@@ -1,8 +1,9 @@
 """The Ed25519 keys that sign audit checkpoints, kept apart from the AS's token-signing keys.
 
-They live in ``<data_dir>/audit-keys/<kid>.json`` (mode 0600, the private JWK and its creation
-time); the ``kid`` is the RFC 7638 thumbprint. Audit keys are never deleted: a checkpoint signed
-years ago must still verify. ``rotate()`` adds a key that signs from then on.
+They live in ``<data_dir>/audit-keys/<kid>.json`` (mode 0600 in a 0700 folder, whatever the
+umask: the private JWK and its creation time); the ``kid`` is the RFC 7638 thumbprint. Audit
+keys are never deleted: a checkpoint signed years ago must still verify. ``rotate()`` adds a
+key that signs from then on.
 
 The verifier should get the public keys out of band (``bastion audit public-key`` once, kept
 with the security team): a key read from the same disk as the log proves little about that log.
@@ -21,12 +22,11 @@ from joserfc.jwk import OKPKey
 
 from bastion.audit.chain import ChainHead
 from bastion.audit.checkpoint import CHECKPOINT_ALGORITHM, Checkpoint, sign_checkpoint
+from bastion.audit.private import DIR_MODE, FILE_MODE, private_dir
 
 __all__ = ["AUDIT_KEY_DIR", "AuditSigner", "load_public_keys"]
 
 AUDIT_KEY_DIR = "audit-keys"
-_FILE_MODE = 0o600
-_DIR_MODE = 0o700
 
 
 def _public_jwk(key: OKPKey) -> dict[str, Any]:
@@ -116,13 +116,14 @@ def _read_keys(directory: Path) -> list[OKPKey]:
 
 
 def _write_key(directory: Path, key: OKPKey) -> None:
-    directory.mkdir(parents=True, exist_ok=True, mode=_DIR_MODE)
-    os.chmod(directory, _DIR_MODE)
+    private_dir(directory)
+    os.chmod(directory, DIR_MODE)
     kid = key.thumbprint()
     path, tmp = directory / f"{kid}.json", directory / f".{kid}.json.tmp"
     data = {"jwk": dict(key.as_dict(private=True)), "created_at": time.time()}
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
     try:
+        os.fchmod(fd, FILE_MODE)  # exactly 0600, whatever the umask took away
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(data, fh)
             fh.flush()

@@ -12,6 +12,13 @@
 5. the record at each checkpoint's seq has the signed hash               -> ``rewritten``
 6. no checkpoint names a seq past the last record present                -> ``truncated``
 
+Beside the chain, a finding that is not a break: an allowed call's ``gateway.decision`` with no
+``gateway.upstream`` record of the same correlation id (``Report.without_outcome``). The
+decision is written before the call goes upstream; the outcome is queued after the answer and
+written with the next batch, so a process killed (``kill -9``, power loss) before that batch
+leaves decisions without outcomes; so do calls still running while the log is read. They are
+listed as warnings; ``require_outcomes=True`` makes each one a ``no_outcome`` problem.
+
 What it cannot see: records appended after the last checkpoint can be removed, or rewritten
 with recomputed hashes, by someone able to write the store, and the result still verifies
 (``Report.unsigned`` counts them; ``require_signed=True`` turns them into a failure). A log
@@ -35,11 +42,14 @@ from bastion.audit.checkpoint import Checkpoint, CheckpointInvalid, open_checkpo
 from bastion.audit.keys import load_public_keys
 from bastion.audit.rfc8785 import CanonicalizationError
 
-__all__ = ["Problem", "ProblemKind", "Report", "WriterSummary", "verify"]
+__all__ = [
+    "MissingOutcome", "Problem", "ProblemKind", "Report", "WriterSummary",
+    "decisions_without_outcome", "verify",
+]
 
 ProblemKind = Literal[
     "malformed", "edited", "missing", "out_of_order", "duplicate", "broken_link",
-    "bad_checkpoint", "rewritten", "truncated", "unsigned", "no_records",
+    "bad_checkpoint", "rewritten", "truncated", "unsigned", "no_records", "no_outcome",
 ]
 MAX_PROBLEMS = 1000
 
@@ -67,6 +77,39 @@ class Problem:
 
 
 @dataclass(frozen=True, slots=True)
+class MissingOutcome:
+    """An allowed call's decision record with no upstream outcome record after it."""
+
+    writer: str
+    seq: int
+    correlation_id: str
+    time: str | None
+
+    def describe(self) -> str:
+        when = f" at {self.time}" if self.time else ""
+        return f"writer {self.writer}, seq {self.seq}: correlation id {self.correlation_id}{when}"
+
+
+def decisions_without_outcome(records: Iterable[Mapping[str, Any]]) -> list[MissingOutcome]:
+    """Allowed ``gateway.decision`` records with no ``gateway.upstream`` record of the same
+    correlation id among ``records``, by writer and seq."""
+    allowed: list[Mapping[str, Any]] = []
+    answered: set[str] = set()
+    for record in records:
+        kind, cid = record.get("kind"), record.get("correlation_id")
+        if not isinstance(cid, str):
+            continue
+        if kind == "gateway.upstream":
+            answered.add(cid)
+        elif kind == "gateway.decision" and record.get("decision") == "allow":
+            allowed.append(record)
+    missing = [MissingOutcome(str(r.get("writer")), int(r.get("seq") or 0), r["correlation_id"],
+                              r["time"] if isinstance(r.get("time"), str) else None)
+               for r in allowed if r["correlation_id"] not in answered]
+    return sorted(missing, key=lambda m: (m.writer, m.seq))
+
+
+@dataclass(frozen=True, slots=True)
 class WriterSummary:
     writer: str
     records: int
@@ -88,6 +131,9 @@ class Report:
     problems: tuple[Problem, ...]
     writers: tuple[WriterSummary, ...]
     warnings: tuple[str, ...] = field(default=())
+    # allowed calls whose outcome is not in the log (the first MAX_PROBLEMS; the count of all)
+    without_outcome: tuple[MissingOutcome, ...] = field(default=())
+    without_outcome_count: int = 0
 
     @property
     def first_problem(self) -> Problem | None:
@@ -110,12 +156,14 @@ def verify(
     *,
     partial: bool = False,
     require_signed: bool = False,
+    require_outcomes: bool = False,
 ) -> Report:
     """Check records and checkpoints; name every problem, the first bad record first.
 
     ``partial``: the records are a slice (``export --since``): a chain may start past seq 1 and
     checkpoints before the slice are ignored. ``require_signed``: records past the last
-    checkpoint are a failure rather than a warning.
+    checkpoint are a failure rather than a warning. ``require_outcomes``: allowed calls without
+    an outcome record are a failure rather than a warning.
     """
     keys = _keys(public_keys)
     problems: list[Problem] = []
@@ -151,9 +199,22 @@ def verify(
                     _position_of(chain, summary.signed_through + 1), note))
             else:
                 warnings.append(note)
+    unanswered = decisions_without_outcome(
+        record for chain in chains.values() for _, record in chain)
+    if unanswered:
+        warnings.append(
+            f"{len(unanswered)} allowed call(s) have a decision record but no upstream outcome "
+            "record: the calls were still running, or the process stopped (kill -9, a crash, "
+            "a power loss) before it wrote their outcomes")
+    if require_outcomes:
+        for missing in unanswered:
+            problems.append(Problem(
+                "no_outcome", missing.writer, missing.seq,
+                _position_of(chains[missing.writer], missing.seq),
+                f"allowed call {missing.correlation_id} has no upstream outcome record"))
     problems.sort(key=_order_key)
     return Report(not problems, count, tuple(problems[:MAX_PROBLEMS]), tuple(summaries),
-                  tuple(warnings))
+                  tuple(warnings), tuple(unanswered[:MAX_PROBLEMS]), len(unanswered))
 
 
 def _keys(source: Any) -> dict[str, OKPKey]:

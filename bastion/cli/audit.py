@@ -4,6 +4,10 @@ The store is named by one flag: ``--data-dir DIR`` (``DIR/audit.db``), ``--db FI
 file), ``--url postgresql://...`` (``?schema=`` as in the configuration), ``--jsonl FILE`` (a
 mirror or an export), or ``--config FILE`` (the data folder and storage URL it names).
 
+``verify`` also lists allowed calls whose decision is in the log but whose upstream outcome is
+not (calls still running, or outcomes lost when the process was killed): a warning, not a
+break of the chain, unless ``--require-outcomes``.
+
 Exit codes: 0 all good, 1 verification failed (the first bad record is named), 2 usage or the
 store could not be read.
 """
@@ -22,6 +26,7 @@ from bastion.audit.checkpoint import Checkpoint
 from bastion.audit.export import export_lines, load, normalise_since, tail
 from bastion.audit.keys import AUDIT_KEY_DIR, AuditSigner, load_public_keys
 from bastion.audit.log import open_sink
+from bastion.audit.private import create_private_file
 from bastion.audit.sinks.base import AuditSink
 from bastion.audit.sinks.jsonl import JsonlContents, parse_jsonl
 from bastion.audit.verify import Report, verify
@@ -51,6 +56,9 @@ def register(subparsers: Any) -> None:
                         "catches a tail removed together with its checkpoints")
     v.add_argument("--require-signed", action="store_true",
                    help="fail if records after the last checkpoint exist (default: warn)")
+    v.add_argument("--require-outcomes", action="store_true",
+                   help="fail if an allowed call has no upstream outcome record (default: "
+                        "warn; a call still running has none yet)")
     v.add_argument("--since", help="verify only the records from this time (RFC 3339) on")
     v.set_defaults(func=_verify)
 
@@ -217,7 +225,7 @@ async def _verify_async(args: argparse.Namespace) -> int:
         finally:
             await sink.close()
     report = verify(records, [*checkpoints, *anchors], keys, partial=since is not None,
-                    require_signed=args.require_signed)
+                    require_signed=args.require_signed, require_outcomes=args.require_outcomes)
     _print_report(report, warnings, sys.stdout)
     return EXIT_OK if report.ok else EXIT_FAILED
 
@@ -225,6 +233,13 @@ async def _verify_async(args: argparse.Namespace) -> int:
 def _print_report(report: Report, extra_warnings: Sequence[str], out: TextIO) -> None:
     for warning in [*extra_warnings, *report.warnings]:
         print(f"warning: {warning}", file=out)
+    if report.without_outcome_count:
+        print("  allowed calls without an outcome record:", file=out)
+        for missing in report.without_outcome[:MAX_PROBLEMS_SHOWN]:
+            print(f"    {missing.describe()}", file=out)
+        if report.without_outcome_count > MAX_PROBLEMS_SHOWN:
+            print(f"    ... and {report.without_outcome_count - MAX_PROBLEMS_SHOWN} more",
+                  file=out)
     if report.ok:
         print(f"ok: {report.records} records from {len(report.writers)} writer(s) verified",
               file=out)
@@ -260,7 +275,9 @@ def _export(args: argparse.Namespace) -> int:
     records, checkpoints = loaded[0]
     lines = export_lines(records, checkpoints)
     if args.output is not None:
-        with open(args.output, "w", encoding="utf-8") as out:
+        output = Path(args.output)
+        create_private_file(output)  # 0600 when made here: the records name people and calls
+        with output.open("w", encoding="utf-8") as out:
             out.writelines(line + "\n" for line in lines)
     else:
         sys.stdout.writelines(line + "\n" for line in lines)

@@ -8,12 +8,19 @@ from typing import Any
 from bastion.audit.chain import GENESIS_HASH, ChainHead, record_hash, seal_all
 from bastion.audit.checkpoint import Checkpoint
 from bastion.audit.keys import AuditSigner
-from bastion.audit.model import AuditEvent, Principal, format_time
+from bastion.audit.model import AuditEvent, Principal, UpstreamOutcome, format_time
 
 __all__ = ["build", "rechain"]
 
 
 def body(i: int, t0: float = 1_800_000_000.0) -> dict[str, Any]:
+    """Record ``i`` of an intact gateway log: odd ones an allowed call's decision, even ones
+    the upstream outcome of the call before."""
+    if i % 2 == 0:
+        outcome = AuditEvent("gateway.upstream", correlation_id=f"req-{i - 1}",
+                             mount="/files", method="tools/call", tool="read_file",
+                             upstream=UpstreamOutcome("ok", 1.5, status=200))
+        return outcome.to_body(t0 + i)
     event = AuditEvent("gateway.decision", correlation_id=f"req-{i}",
                        principal=Principal("https://as.example", f"user-{i % 3}"),
                        client_id="client-1", mount="/files", method="tools/call",

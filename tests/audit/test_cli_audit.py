@@ -225,3 +225,22 @@ def test_help_lists_the_verbs(capsys: pytest.CaptureFixture[str]) -> None:
     out: Any = capsys.readouterr().out
     for verb in ("verify", "export", "tail", "public-key"):
         assert verb in out
+
+
+def test_verify_names_allowed_calls_without_an_outcome(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    async def write() -> None:
+        log = await open_audit_log(tmp_path, writer="gw")
+        for cid in ("c-1", "c-2"):
+            await log.append(AuditEvent("gateway.decision", correlation_id=cid,
+                                        decision="allow", tool="echo"))
+        await log.append(AuditEvent("gateway.upstream", correlation_id="c-1"))
+        await log.close()
+
+    asyncio.run(write())
+    code, out, _ = run(capsys, "verify", "--data-dir", str(tmp_path))
+    assert code == 0, out
+    assert "1 allowed call(s) have a decision record but no upstream outcome record" in out
+    assert "writer gw, seq 3: correlation id c-2" in out and "c-1" not in out
+    code, out, _ = run(capsys, "verify", "--data-dir", str(tmp_path), "--require-outcomes")
+    assert code == 1 and "FAILED: first bad record: no_outcome: writer gw, seq 3" in out

@@ -190,3 +190,53 @@ async def test_fail_closed_when_the_audit_trail_is_down(tmp_path: Path) -> None:
     assert r.status_code == 503
     assert r.json()["error"]["message"] == "Audit trail unavailable; request refused"
     assert recorder.requests == []
+
+
+async def test_a_locked_audit_store_refuses_the_call_quickly(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Another process holds audit.db's write lock: the call is refused with a 503 within the
+    bounded wait (2 s by default; it was 30 s, and over 60 s for a call queued behind another),
+    with a log line naming the store, and the upstream is never called. Once the lock is
+    gone, calls go through again."""
+    import logging
+    import sqlite3
+
+    from bastion.demo.server import make_http_app
+    from tests.support import Recorder
+
+    recorder = Recorder(make_http_app())
+    async with serve(recorder) as upstream:
+        port = free_port()
+        (tmp_path / "bastion.toml").write_text(
+            f'data_dir = "data"\n[server]\nport = {port}\n'
+            '[[mounts]]\nname = "demo"\npath = "/mcp/demo"\nscopes = ["demo:read"]\n'
+            f'[mounts.upstream]\nurl = "{upstream}/mcp"\n')
+        config = load_config(tmp_path / "bastion.toml")
+        runtime = await build_runtime(config, source="test")
+        async with serve(runtime.app, port) as base:
+            token, _ = mint_access_token(runtime.extras["keys"], issuer=config.issuer,
+                                         subject="alice", client_id="c1",
+                                         audience=base + "/mcp/demo", scopes=["demo:read"],
+                                         lifetime=300, now=time.time())
+
+            async def echo() -> httpx.Response:
+                # the client's own limit, far below the 30 s the store used to wait
+                async with httpx.AsyncClient(timeout=10) as c:
+                    return await c.post(base + "/mcp/demo", json=call("echo", {"text": "x"}),
+                                        headers={**MODERN_HEADERS, "mcp-method": "tools/call",
+                                                 "mcp-name": "echo",
+                                                 "authorization": f"Bearer {token}"})
+
+            other = sqlite3.connect(tmp_path / "data" / "audit.db", isolation_level=None)
+            other.execute("BEGIN EXCLUSIVE")
+            try:
+                with caplog.at_level(logging.ERROR, logger="bastion.audit"):
+                    refused = await echo()
+            finally:
+                other.execute("ROLLBACK")
+                other.close()
+            assert refused.status_code == 503
+            assert refused.json()["error"]["message"] == "Audit trail unavailable; request refused"
+            assert recorder.requests == []
+            assert "audit.db: the write lock stayed held by another connection" in caplog.text
+            assert (await echo()).status_code == 200

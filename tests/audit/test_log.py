@@ -343,3 +343,22 @@ async def test_an_idle_tail_signed_by_another_process_does_not_spin_the_flusher(
     assert a.sink.commits - before <= 12, f"{a.sink.commits - before} commits in 0.5 s"
     await a.close()
     await b.close()
+
+
+async def test_a_start_records_what_the_previous_run_left_without_an_outcome(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    log = await open_audit_log(tmp_path, writer="w")
+    await log.append(AuditEvent("gateway.decision", correlation_id="c-1", decision="allow"))
+    await log.append(AuditEvent("gateway.upstream", correlation_id="c-1"))
+    await log.append(AuditEvent("gateway.decision", correlation_id="c-2", decision="allow"))
+    await log.close()  # c-2's outcome was never written
+    with caplog.at_level(logging.WARNING, logger="bastion.audit"):
+        log = await open_audit_log(tmp_path, writer="w")
+        await log.close()
+    records, _ = await stored(await SqliteAuditSink.open(tmp_path / "audit.db"))
+    opened = [r["extra"] for r in records if r["kind"] == "audit.opened"]
+    assert "previous" not in opened[0]  # the first start: nothing before it
+    assert opened[1]["previous"] == {"last_seq": 4, "signed_through": 4, "without_outcome": 1,
+                                     "without_outcome_seqs": [4]}
+    assert "the previous run of writer w left 1 allowed call(s)" in caplog.text
+    assert "(seq 4)" in caplog.text

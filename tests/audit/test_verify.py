@@ -14,7 +14,7 @@ from bastion.audit.chain import record_hash
 from bastion.audit.checkpoint import Checkpoint
 from bastion.audit.keys import AuditSigner
 from bastion.audit.model import format_time
-from bastion.audit.verify import verify
+from bastion.audit.verify import decisions_without_outcome, verify
 from tests.audit.chains import body, build, rechain
 
 
@@ -229,3 +229,38 @@ def test_signature_uses_rfc9864_ed25519(chain: Any) -> None:
     _, checkpoints = chain
     header = jws.extract_compact(checkpoints[0].jws.encode()).headers()
     assert header["alg"] == "Ed25519"
+
+
+def test_an_allowed_call_without_its_outcome_is_a_finding_not_a_break(
+        signer: AuditSigner) -> None:
+    """The decision is durable before the call goes upstream; the outcome is queued after the
+    answer. A kill in between leaves a decision without an outcome: listed, chain intact."""
+    records, checkpoints = build(29, signer, every=10)  # seq 29: req-29's decision, no outcome
+    report = verify(records, checkpoints, signer.public_jwks())
+    assert report.ok, report.problems
+    assert report.without_outcome_count == 1
+    (missing,) = report.without_outcome
+    assert (missing.writer, missing.seq, missing.correlation_id) == ("w1", 29, "req-29")
+    assert any("1 allowed call(s) have a decision record but no upstream outcome" in w
+               for w in report.warnings)
+
+    strict = verify(records, checkpoints, signer.public_jwks(), require_outcomes=True)
+    assert first(strict) == ("no_outcome", 29)
+    assert "req-29" in strict.first_problem.message  # type: ignore[union-attr]
+
+
+def test_every_allowed_call_with_its_outcome_has_no_finding(signer: AuditSigner) -> None:
+    records, checkpoints = build(30, signer, every=10)
+    report = verify(records, checkpoints, signer.public_jwks(), require_outcomes=True)
+    assert report.ok and report.without_outcome_count == 0 and not report.warnings
+
+
+def test_only_allowed_decisions_wait_for_an_outcome() -> None:
+    def rec(seq: int, kind: str, cid: str, decision: str | None = None) -> dict[str, Any]:
+        r = {"writer": "w", "seq": seq, "kind": kind, "correlation_id": cid}
+        return r if decision is None else {**r, "decision": decision}
+
+    records = [rec(1, "gateway.decision", "a", "deny"), rec(2, "gateway.decision", "b", "step-up"),
+               rec(3, "gateway.decision", "c", "allow"), rec(4, "gateway.upstream", "c"),
+               rec(5, "gateway.decision", "d", "allow")]
+    assert [m.correlation_id for m in decisions_without_outcome(records)] == ["d"]

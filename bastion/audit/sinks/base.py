@@ -1,7 +1,12 @@
 """What an audit sink does. Chaining happens *inside* the sink's write transaction: the sink
 reads its writer's head from the store under the write lock and hands it to ``seal`` (a pure
 function from the log), so two processes sharing a writer id, or a process restarted after a
-crash, always continue the chain the store actually holds."""
+crash, always continue the chain the store actually holds.
+
+A batch waits for the store's write lock (SQLite's, the JSONL file's ``flock``, the writer's
+advisory lock or a table lock in PostgreSQL) at most ``wait`` seconds, then raises
+``AuditStoreBusy``: a store held by someone else refuses requests within a bounded time instead
+of holding each of them for as long as the lock is held."""
 
 from __future__ import annotations
 
@@ -13,7 +18,16 @@ from bastion.audit.chain import ChainHead, SealedRecord
 from bastion.audit.checkpoint import Checkpoint
 from bastion.audit.model import parse_time
 
-__all__ = ["AuditSink", "SealedBatch", "Sealer"]
+__all__ = ["DEFAULT_WRITE_TIMEOUT", "WAIT_SLACK", "AuditSink", "SealedBatch", "Sealer"]
+
+# How long a batch waits for the store (its write lock, or a PostgreSQL server that does not
+# answer) before its records are refused: long enough for any commit the store makes in
+# normal use (milliseconds), short enough that a client is refused long before it gives up.
+DEFAULT_WRITE_TIMEOUT = 2.0
+# A sink keeps the lock wait it has set while a batch's wait is at most this much shorter, so
+# that the common case (a record that waited a few milliseconds for the batch before it) sets
+# nothing; a record may thus wait up to this much past its time.
+WAIT_SLACK = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,9 +67,12 @@ class AuditSink(Protocol):
     commits: int
 
     async def append_batch(
-        self, writer: str, bodies: Sequence[Mapping[str, Any]], seal: Sealer
+        self, writer: str, bodies: Sequence[Mapping[str, Any]], seal: Sealer, *,
+        wait: float | None = None,
     ) -> SealedBatch:
-        """In one durable transaction: read the head, seal, write records and checkpoint."""
+        """In one durable transaction: read the head, seal, write records and checkpoint.
+        Wait at most ``wait`` seconds (default: the sink's ``write_timeout``) for the store's
+        write lock, else raise ``AuditStoreBusy``."""
         ...
 
     async def head(self, writer: str) -> ChainHead: ...

@@ -9,6 +9,10 @@ head. A line without its newline at the end of the file can only be left by a wr
 mid-write (writes happen under the lock), before it acknowledged anything: the next writer cuts
 it off, and readers ignore it with a warning.
 
+A batch waits at most its ``wait`` for the ``flock`` (another process holding it stays
+holding it), then fails with ``AuditStoreBusy``. The file is created 0600 (its folder 0700 if
+made here).
+
 Writes run on the sink's own thread (``SinkWorker``, as the SQLite sink's), in order; reads
 (``export``, ``verify``) parse the whole file and run in the default executor instead, so a
 long read never holds up the writes requests wait for.
@@ -21,6 +25,7 @@ import fcntl
 import json
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,15 +33,17 @@ from typing import Any, TypeVar
 
 from bastion.audit.chain import ChainHead, SealedRecord
 from bastion.audit.checkpoint import Checkpoint, CheckpointInvalid
+from bastion.audit.errors import AuditStoreBusy
 from bastion.audit.model import parse_time
+from bastion.audit.private import FILE_MODE, create_private_file
 from bastion.audit.rfc8785 import canonicalize_text
-from bastion.audit.sinks.base import SealedBatch, Sealer
+from bastion.audit.sinks.base import DEFAULT_WRITE_TIMEOUT, SealedBatch, Sealer
 from bastion.audit.sinks.worker import SinkWorker, finish_worker, start_worker
 
 __all__ = ["JsonlContents", "JsonlSink", "parse_jsonl"]
 
 T = TypeVar("T")
-_FILE_MODE = 0o600
+_LOCK_POLL_MAX = 0.02  # the longest pause between two tries for a contended flock
 
 
 @dataclass(slots=True)
@@ -77,10 +84,13 @@ def parse_jsonl(lines: Iterable[str], *, final_newline: bool = True) -> JsonlCon
 
 
 class JsonlSink:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, write_timeout: float = DEFAULT_WRITE_TIMEOUT) -> None:
+        if not write_timeout > 0:
+            raise ValueError("write_timeout must be > 0")
         self.path = path
         self.description = f"jsonl:{path}"
         self.commits = 0
+        self.write_timeout = write_timeout
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._offset = 0
@@ -88,15 +98,15 @@ class JsonlSink:
         self._worker: SinkWorker | None = None
 
     @classmethod
-    async def open(cls, path: Path) -> JsonlSink:
-        sink = cls(path)
+    async def open(cls, path: Path, *,
+                   write_timeout: float = DEFAULT_WRITE_TIMEOUT) -> JsonlSink:
+        sink = cls(path, write_timeout=write_timeout)
         sink._worker = await start_worker(f"bastion-audit-jsonl:{path.name}", sink._open_sync)
         return sink
 
     def _open_sync(self) -> None:
-        created = not self.path.exists()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, _FILE_MODE)
+        created = create_private_file(self.path)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, FILE_MODE)
         if created:
             _fsync_dir(self.path.parent)
 
@@ -110,13 +120,13 @@ class JsonlSink:
         worker, self._worker = self._worker, None
         await finish_worker(worker, close)
 
-    async def _locked(self, fn: Callable[[int], T]) -> T:
+    async def _locked(self, fn: Callable[[int], T], wait: float | None = None) -> T:
         def call() -> T:
             with self._lock:
                 fd = self._fd
                 if fd is None:
                     raise OSError("the audit file is closed")
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                self._flock(fd, self.write_timeout if wait is None else wait)
                 try:
                     self._catch_up(fd)
                     return fn(fd)
@@ -126,6 +136,24 @@ class JsonlSink:
         if self._worker is None:
             raise OSError("the audit file is closed")
         return await self._worker.call(call)
+
+    def _flock(self, fd: int, wait: float) -> None:
+        """Take the file's exclusive lock, waiting at most ``wait`` seconds (``flock`` itself
+        would wait as long as the holder keeps it)."""
+        started = time.monotonic()
+        pause = 0.001
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                left = started + wait - time.monotonic()
+                if left <= 0:
+                    raise AuditStoreBusy(
+                        self.description, time.monotonic() - started,
+                        "the file's lock stayed held by another process") from None
+                time.sleep(min(pause, left))
+                pause = min(pause * 2, _LOCK_POLL_MAX)
 
     def _catch_up(self, fd: int) -> None:
         """Read what was appended since we last looked; cut off a torn last line."""
@@ -181,7 +209,8 @@ class JsonlSink:
     # --- writing -----------------------------------------------------------------------------
 
     async def append_batch(
-        self, writer: str, bodies: Sequence[Mapping[str, Any]], seal: Sealer
+        self, writer: str, bodies: Sequence[Mapping[str, Any]], seal: Sealer, *,
+        wait: float | None = None,
     ) -> SealedBatch:
         def write(fd: int) -> SealedBatch:
             batch = seal(self._heads.get(writer, ChainHead(writer)), bodies)
@@ -192,10 +221,11 @@ class JsonlSink:
                 self._write(fd, lines)
             return batch
 
-        return await self._locked(write)
+        return await self._locked(write, wait)
 
     async def append_sealed(
         self, writer: str, records: Sequence[SealedRecord], checkpoints: Sequence[Checkpoint],
+        *, wait: float | None = None,
     ) -> int | None:
         """Mirror records (and checkpoints) sealed by another sink. Records already in the file
         are skipped. If the file lacks records before the first one given, nothing is written
@@ -220,7 +250,7 @@ class JsonlSink:
             self._write(fd, lines)
             return None
 
-        return await self._locked(write)
+        return await self._locked(write, wait)
 
     # --- reading -----------------------------------------------------------------------------
 

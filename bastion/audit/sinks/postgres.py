@@ -7,11 +7,21 @@ with their own ids never wait on each other), reads the head, seals, inserts, co
 returns once the WAL is flushed (``synchronous_commit`` on, the server default; the sink sets it
 for its sessions in case the server default was lowered).
 
+Bounded waits: the sink's sessions run with ``lock_timeout`` set to the write timeout (and a
+batch given less by more than ``WAIT_SLACK`` sets its own with ``SET LOCAL``), so a batch that
+waits for the writer's advisory lock or a table lock held by another session gives up with
+``AuditStoreBusy``; a server that does not answer at all (stopped, or cut off without a reset)
+is given up by the client ``GRACE`` seconds later, and that connection is dropped rather than
+rolled back over a line that may be dead. A batch given up this way may or may not have been
+committed: its requests are refused all the same (fail closed), and the next batch reads the
+head back.
+
 Append-only: no UPDATE or DELETE in the code, and triggers refuse UPDATE, DELETE and TRUNCATE.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import re
@@ -22,8 +32,9 @@ import asyncpg
 
 from bastion.audit.chain import GENESIS_HASH, ChainHead
 from bastion.audit.checkpoint import Checkpoint
+from bastion.audit.errors import AuditStoreBusy
 from bastion.audit.model import parse_time
-from bastion.audit.sinks.base import SealedBatch, Sealer
+from bastion.audit.sinks.base import DEFAULT_WRITE_TIMEOUT, WAIT_SLACK, SealedBatch, Sealer
 from bastion.storage.postgres import split_schema
 
 __all__ = ["PostgresAuditSink"]
@@ -33,6 +44,8 @@ _MIGRATION_LOCK = "bastion.audit.postgres.migrate"
 CONNECT_TIMEOUT = 10.0
 ACQUIRE_TIMEOUT = 10.0
 POOL_SIZE = 4
+GRACE = 0.5  # past a batch's wait, for a server that does not answer at all
+CLOSE_TIMEOUT = 5.0
 
 _SCHEMA = """
 CREATE TABLE audit_records (
@@ -76,25 +89,32 @@ _INSERT_CHECKPOINT = ("INSERT INTO audit_checkpoints (writer, seq, hash, time, k
 
 
 class PostgresAuditSink:
-    def __init__(self, pool: Any, schema: str | None) -> None:
+    def __init__(self, pool: Any, schema: str | None, *,
+                 write_timeout: float = DEFAULT_WRITE_TIMEOUT) -> None:
+        if not write_timeout > 0:
+            raise ValueError("write_timeout must be > 0")
         self._pool: Any = pool
         self.schema = schema
         self.description = f"postgresql schema {schema or '(default)'}"
         self.commits = 0
+        self.write_timeout = write_timeout
 
     @classmethod
-    async def open(cls, url: str, *, schema: str | None = None,
-                   pool_size: int = POOL_SIZE) -> PostgresAuditSink:
+    async def open(cls, url: str, *, schema: str | None = None, pool_size: int = POOL_SIZE,
+                   write_timeout: float = DEFAULT_WRITE_TIMEOUT) -> PostgresAuditSink:
         dsn, url_schema = split_schema(url)
         schema = schema or url_schema
         if schema is not None and not _SCHEMA_NAME.fullmatch(schema):
             raise ValueError(f"schema {schema!r}: expected lower-case letters, digits, _")
-        settings = {"synchronous_commit": "on"}
+        if not write_timeout > 0:
+            raise ValueError("write_timeout must be > 0")
+        settings = {"synchronous_commit": "on",
+                    "lock_timeout": f"{_lock_ms(write_timeout)}ms"}
         if schema:
             settings["search_path"] = f'"{schema}"'
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=pool_size,
                                          timeout=CONNECT_TIMEOUT, server_settings=settings)
-        sink = cls(pool, schema)
+        sink = cls(pool, schema, write_timeout=write_timeout)
         try:
             await sink._migrate()
         except BaseException:
@@ -116,7 +136,10 @@ class PostgresAuditSink:
     async def close(self) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:
-            await pool.close()
+            try:
+                await asyncio.wait_for(pool.close(), CLOSE_TIMEOUT)
+            except TimeoutError:
+                pool.terminate()  # a server that does not answer does not hold up a shutdown
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[Any]:
@@ -133,22 +156,62 @@ class PostgresAuditSink:
     # --- writing -----------------------------------------------------------------------------
 
     async def append_batch(
-        self, writer: str, bodies: Sequence[Mapping[str, Any]], seal: Sealer
+        self, writer: str, bodies: Sequence[Mapping[str, Any]], seal: Sealer, *,
+        wait: float | None = None,
     ) -> SealedBatch:
-        async with self._transaction() as c:
-            await c.execute("SELECT pg_advisory_xact_lock(hashtext($1))",
-                            f"bastion.audit.writer:{writer}")
-            batch = seal(await _head(c, writer), bodies)
-            if batch.sealed:
-                await c.executemany(_INSERT_RECORD, [
-                    (s.record["writer"], s.record["seq"], str(s.record.get("time", "")),
-                     str(s.record.get("kind", "")), s.record["hash"], s.line)
-                    for s in batch.sealed])
-            cp = batch.checkpoint
-            if cp is not None:
-                await c.execute(_INSERT_CHECKPOINT, cp.writer, cp.seq, cp.hash, cp.time,
-                                cp.kid, cp.jws)
+        if self._pool is None:
+            raise asyncpg.InterfaceError("the audit sink is closed")
+        wait = self.write_timeout if wait is None else max(0.0, wait)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        give_up = started + wait + GRACE
+
+        def busy(what: str) -> AuditStoreBusy:
+            return AuditStoreBusy(self.description, loop.time() - started, what)
+
+        try:
+            conn = await self._pool.acquire(timeout=wait + GRACE)
+        except TimeoutError:
+            raise busy("no connection to the server could be had") from None
+        try:
+            try:
+                async with asyncio.timeout_at(give_up):
+                    batch = await self._write(conn, writer, bodies, seal, wait)
+            except asyncpg.LockNotAvailableError as exc:
+                await _roll_back(conn, give_up - loop.time())
+                raise busy("a lock stayed held by another session") from exc
+            except TimeoutError:
+                conn.terminate()
+                raise busy("the server did not answer") from None
+            except asyncpg.PostgresError:
+                await _roll_back(conn, give_up - loop.time())
+                raise
+            except BaseException:
+                conn.terminate()  # the line's state is unknown: do not reuse it
+                raise
+        finally:
+            await self._pool.release(conn)
         self.commits += 1
+        return batch
+
+    async def _write(self, c: Any, writer: str, bodies: Sequence[Mapping[str, Any]],
+                     seal: Sealer, wait: float) -> SealedBatch:
+        await c.execute("BEGIN")
+        if wait < self.write_timeout - WAIT_SLACK:  # not in the common case: no round trip
+            await c.execute(f"SET LOCAL lock_timeout = '{_lock_ms(wait)}ms'")
+        await c.execute("SELECT pg_advisory_xact_lock(hashtext($1))",
+                        f"bastion.audit.writer:{writer}")
+        batch = seal(await _head(c, writer), bodies)
+        if batch.sealed:
+            await c.executemany(_INSERT_RECORD, [
+                (s.record["writer"], s.record["seq"], str(s.record.get("time", "")),
+                 str(s.record.get("kind", "")), s.record["hash"], s.line)
+                for s in batch.sealed])
+        cp = batch.checkpoint
+        if cp is not None:
+            await c.execute(_INSERT_CHECKPOINT, cp.writer, cp.seq, cp.hash, cp.time,
+                            cp.kid, cp.jws)
+        await c.execute("COMMIT")
         return batch
 
     # --- reading -----------------------------------------------------------------------------
@@ -192,6 +255,20 @@ class PostgresAuditSink:
     async def writers(self) -> list[str]:
         async with self._connection() as c:
             return await _writers(c)
+
+
+def _lock_ms(seconds: float) -> int:
+    """A wait as ``lock_timeout``: whole milliseconds in 10 ms steps, at least 1 (0 would
+    mean no limit at all)."""
+    return max(1, int(seconds * 100) * 10)
+
+
+async def _roll_back(conn: Any, left: float) -> None:
+    """End a failed transaction on a line that answered; drop the line if that fails too."""
+    try:
+        await conn.execute("ROLLBACK", timeout=max(left, 0.001))
+    except Exception:
+        conn.terminate()
 
 
 async def _writers(c: Any) -> list[str]:

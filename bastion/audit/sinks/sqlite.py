@@ -8,6 +8,14 @@ the write lock before the head is read, so processes sharing the file and a writ
 the chain one at a time; the head is read from the store only when ``PRAGMA data_version``
 says another connection has committed since this one's last batch.
 
+A batch waits at most its ``wait`` for the write lock (SQLite's busy timeout, set again only
+when a batch needs a longer one or one shorter by more than ``WAIT_SLACK``), then fails with
+``AuditStoreBusy``: another process holding the lock (a ``BEGIN EXCLUSIVE`` left open, a backup
+tool) refuses requests within that bound.
+
+The file is created 0600 (its folder 0700 if made here); SQLite gives its ``-wal`` and ``-shm``
+files the database file's mode.
+
 Append-only: the code has no UPDATE or DELETE path, and triggers refuse both (someone with the
 file can drop them; that is what the chain and the signatures are for).
 """
@@ -17,19 +25,23 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from bastion.audit.chain import GENESIS_HASH, ChainHead, SealedRecord
 from bastion.audit.checkpoint import Checkpoint
+from bastion.audit.errors import AuditStoreBusy
 from bastion.audit.model import parse_time
-from bastion.audit.sinks.base import SealedBatch, Sealer
+from bastion.audit.private import create_private_file
+from bastion.audit.sinks.base import DEFAULT_WRITE_TIMEOUT, WAIT_SLACK, SealedBatch, Sealer
 from bastion.audit.sinks.worker import SinkWorker, finish_worker, start_worker
 
 __all__ = ["SqliteAuditSink"]
 
 T = TypeVar("T")
+_SQLITE_BUSY = 5  # the primary result code; extended codes keep it in their low byte
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS audit_records (
@@ -62,29 +74,35 @@ _SCHEMA = (
 
 
 class SqliteAuditSink:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, write_timeout: float = DEFAULT_WRITE_TIMEOUT) -> None:
+        if not write_timeout > 0:
+            raise ValueError("write_timeout must be > 0")
         self.path = path
         self.description = f"sqlite:{path}"
         self.commits = 0
+        self.write_timeout = write_timeout
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
+        self._busy_ms = 0  # the connection's busy timeout as last set
         self._heads = _Heads()
         self._worker: SinkWorker | None = None
 
     @classmethod
-    async def open(cls, path: Path) -> SqliteAuditSink:
-        sink = cls(path)
+    async def open(cls, path: Path, *,
+                   write_timeout: float = DEFAULT_WRITE_TIMEOUT) -> SqliteAuditSink:
+        sink = cls(path, write_timeout=write_timeout)
         sink._worker = await start_worker(f"bastion-audit-sqlite:{path.name}", sink._open_sync)
         return sink
 
     def _open_sync(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        create_private_file(self.path)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                               timeout=30.0)
+                               timeout=self.write_timeout)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA busy_timeout=30000")
+            self._busy_ms = _busy_ms(self.write_timeout)
+            conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
             conn.execute("BEGIN IMMEDIATE")
             try:
                 for statement in _SCHEMA:
@@ -122,10 +140,24 @@ class SqliteAuditSink:
     # --- writing -----------------------------------------------------------------------------
 
     async def append_batch(
-        self, writer: str, bodies: Sequence[Mapping[str, Any]], seal: Sealer
+        self, writer: str, bodies: Sequence[Mapping[str, Any]], seal: Sealer, *,
+        wait: float | None = None,
     ) -> SealedBatch:
+        busy_ms = _busy_ms(self.write_timeout if wait is None else wait)
+
         def write(conn: sqlite3.Connection) -> SealedBatch:
-            conn.execute("BEGIN IMMEDIATE")
+            if busy_ms > self._busy_ms or busy_ms < self._busy_ms - WAIT_SLACK * 1000:
+                conn.execute(f"PRAGMA busy_timeout={busy_ms}")
+                self._busy_ms = busy_ms
+            started = time.monotonic()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF != _SQLITE_BUSY:
+                    raise
+                raise AuditStoreBusy(
+                    self.description, time.monotonic() - started,
+                    "the write lock stayed held by another connection") from exc
             batch = _write_batch(conn, writer, bodies, seal, self._heads)
             self.commits += 1
             return batch
@@ -174,6 +206,12 @@ class SqliteAuditSink:
 
     async def writers(self) -> list[str]:
         return await self._run(_writers)
+
+
+def _busy_ms(seconds: float) -> int:
+    """A wait as SQLite's busy timeout: whole milliseconds in 10 ms steps, rounded down;
+    0 tries the lock once."""
+    return max(0, int(seconds * 100)) * 10
 
 
 def _row(sealed: SealedRecord) -> tuple[str, int, str, str, str, str]:
