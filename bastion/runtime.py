@@ -14,6 +14,7 @@ import httpx
 from starlette.applications import Starlette
 
 from bastion.audit import AuditEvent, AuditLog, open_audit_log
+from bastion.private_files import private_dir
 from bastion.clock import Clock, SystemClock
 from bastion.config.model import BastionConfig, MountConfig, SecretRef, TrustedIssuerConfig
 from bastion.errors import BastionError, ConfigError, TemporarilyUnavailable
@@ -192,11 +193,11 @@ async def build_runtime(
     audit: AuditLog | None = None
     if config.audit.enabled:
         a = config.audit
-        config.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(config.data_dir)
         audit = await open_audit_log(
             config.data_dir, storage_url=config.storage_url, writer=a.writer, mode=a.mode,
             jsonl=a.jsonl, checkpoint_every=a.checkpoint_every,
-            checkpoint_seconds=a.checkpoint_seconds)
+            checkpoint_seconds=a.checkpoint_seconds, write_timeout=a.write_timeout_seconds)
         extras["audit"] = audit
 
     if config.authorization_server.enabled:
@@ -205,7 +206,7 @@ async def build_runtime(
         from bastion.server.cimd_fetch import SafeDocumentFetcher, cimd_fetch_policy
         from bastion.storage import open_store
 
-        config.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(config.data_dir)
         keys = SigningKeys.load_or_create(config.data_dir,
                                           algorithm=config.authorization_server.signing_algorithm)
 

@@ -329,6 +329,9 @@ class AuditConfig(_Strict):
     jsonl: Path | None = None
     checkpoint_every: int = Field(default=1000, ge=1, le=1_000_000)
     checkpoint_seconds: float = Field(default=60.0, gt=0, le=86_400)
+    # How long a record may wait for a store held by someone else (a locked audit.db, a
+    # PostgreSQL lock) before the request it belongs to is refused (fail-closed: 503).
+    write_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
 
 
 _DURATION = re.compile(r"^\d+[smhd]$")

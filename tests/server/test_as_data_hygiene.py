@@ -88,3 +88,27 @@ def test_purge_interval_default_and_bounds(tmp_path: Path) -> None:
     for bad in (0, 5, 86401):
         with pytest.raises(Exception, match="purge_interval_seconds"):
             live_config(tmp_path, 1, purge_interval_seconds=bad)
+
+
+async def test_the_data_folder_is_private_without_the_authorization_server_too(
+    tmp_path: Path, usual_umask: None
+) -> None:
+    """An external issuer and the audit trail only: the folder the audit trail writes into is
+    made by the same rule, and the audit trail's bounded wait comes from the configuration."""
+    from bastion.config.load import parse_config
+
+    config = parse_config({
+        "data_dir": str(tmp_path / "data"),
+        "authorization_server": {"enabled": False},
+        "trusted_issuers": [{"issuer": "https://as.example.com"}],
+        "audit": {"write_timeout_seconds": 0.5},
+        "mounts": [{"name": "mcp", "path": "/mcp", "issuers": ["https://as.example.com"],
+                    "upstream": {"url": "http://127.0.0.1:9/mcp"}}],
+    }, source="test")
+    runtime = await build_runtime(config, source="test")
+    try:
+        assert mode(tmp_path / "data") == 0o700
+        assert runtime.extras["audit"].write_timeout == 0.5
+    finally:
+        for hook in runtime.gateway.on_shutdown:
+            await hook()
