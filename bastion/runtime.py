@@ -14,7 +14,6 @@ import httpx
 from starlette.applications import Starlette
 
 from bastion.audit import AuditEvent, AuditLog, open_audit_log
-from bastion.private_files import private_dir
 from bastion.clock import Clock, SystemClock
 from bastion.config.model import BastionConfig, MountConfig, SecretRef, TrustedIssuerConfig
 from bastion.errors import BastionError, ConfigError, TemporarilyUnavailable
@@ -33,6 +32,7 @@ from bastion.oauth.scopes import ScopeHierarchy
 from bastion.policy import Policy, PolicyError, load_policy
 from bastion.policy.ratelimit import BucketStore, LocalBuckets, RateLimit, RedisBuckets
 from bastion.principal import Principal
+from bastion.private_files import private_dir
 from bastion.storage.base import StoreError
 
 __all__ = [
